@@ -1,0 +1,36 @@
+"""trajviz: record, project and probe the function-space trajectories of neural networks.
+
+Library entry points (each CLI subcommand has one):
+
+- :class:`trajviz.Recorder` records outputs on a probe set from any PyTorch training loop;
+- :func:`trajviz.record_experiment` runs a config (``trajviz record``);
+- :func:`trajviz.load_config` reads a TOML experiment config;
+- :class:`trajviz.ExperimentFile` reads a trajviz file (``trajviz info``).
+
+Heavy modules (torch) are imported on first use, so analysis code can import trajviz cheaply.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Recorder": "trajviz.record",
+    "record_experiment": "trajviz.train",
+    "load_config": "trajviz.config",
+    "ExperimentConfig": "trajviz.config",
+    "ExperimentFile": "trajviz.store",
+    "summarize": "trajviz.info",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'trajviz' has no attribute {name!r}")

@@ -1,0 +1,66 @@
+"""The ``trajviz`` command line: parses arguments and calls one library function per subcommand.
+
+Each subcommand lives in its own module of this package with a ``register(subparsers)`` function
+that adds its parser and sets ``func``; list new modules in ``COMMANDS``. Errors that trajviz
+raises on purpose (:class:`~trajviz.errors.TrajvizError`) become one line on stderr and exit
+code 1; usage errors exit 2 (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from trajviz import __version__
+from trajviz.errors import TrajvizError
+
+#: subcommand modules, in the order ``--help`` lists them
+COMMANDS = ["record", "info", "config"]
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows defaults and keeps the description's line breaks."""
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """Options every subcommand takes."""
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info messages")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug messages")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trajviz", formatter_class=HelpFormatter,
+        description="Record, project and probe function-space trajectories of neural networks.")
+    parser.add_argument("--version", action="version", version=f"trajviz {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"trajviz.cli.{name}").register(sub)
+    return parser
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=logging.WARNING, format="trajviz: %(message)s", stream=sys.stderr)
+    logging.getLogger("trajviz").setLevel(level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args)
+    try:
+        return int(args.func(args) or 0)
+    except TrajvizError as exc:
+        print(f"trajviz {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"trajviz {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

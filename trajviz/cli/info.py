@@ -1,0 +1,38 @@
+"""``trajviz info``: summarize a trajviz file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from trajviz.cli import HelpFormatter, add_common
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="summarize a trajviz file: runs per group, checkpoints, final metrics",
+                       description="Summarize a trajviz file: runs per group, checkpoints, train NLL "
+                                   "at start and end, final test error (mean ± std over runs).",
+                       formatter_class=HelpFormatter)
+    p.add_argument("file", type=Path, metavar="FILE", help="trajviz HDF5 file")
+    p.add_argument("-o", "--output", type=Path, default=None,
+                   help="also write the summary as JSON to this file")
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from trajviz.info import summarize
+
+    summary = summarize(args.file)
+    print(summary.format())
+    if args.output:
+        data = {"path": str(summary.path), "name": summary.name, "probe_size": summary.probe_size,
+                "n_classes": summary.n_classes, "probe_sha256": summary.probe_sha256,
+                "groups": {k: {"runs": g.runs, "pretrain": sorted(g.pretrain),
+                               "statuses": g.statuses, "checkpoints": g.checkpoints,
+                               "final_train_nll": g.final_train_nll,
+                               "final_test_error": g.final_test_error}
+                           for k, g in summary.groups.items()}}
+        args.output.write_text(json.dumps(data, indent=2))
+    return 0

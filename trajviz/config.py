@@ -1,0 +1,270 @@
+"""Experiment configuration: frozen dataclasses, read from TOML, validated once at the edge.
+
+Every field carries its documentation, allowed values and range in its metadata; that single
+declaration drives validation, ``trajviz config --show-defaults`` and docs/config.md.
+Configs are data: nothing in a config file is ever executed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence, get_args, get_origin
+
+from trajviz.errors import ConfigError
+
+#: Names of registered datasets and pre-training methods. Kept here (not imported from the
+#: modules that implement them) so that validating a config never imports torch.
+DATASETS = ("shapeset", "shapeset3x2", "mnist", "digits")
+PRETRAIN_METHODS = ("none", "sdae")
+
+
+def _f(default: Any, doc: str, *, choices: Sequence[Any] | None = None,
+       lo: float | None = None, hi: float | None = None, each: bool = False) -> Any:
+    """A dataclass field whose metadata documents and constrains it.
+
+    ``each`` applies ``choices``/``lo``/``hi`` to every element of a list value.
+    """
+    meta = {"doc": doc, "choices": choices, "lo": lo, "hi": hi, "each": each}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: str = _f("shapeset", "dataset to train on", choices=DATASETS)
+    n_train: int = _f(0, "training examples (0 = the dataset's standard split)", lo=0)
+    n_valid: int = _f(0, "validation examples (0 = the dataset's standard split)", lo=0)
+    n_test: int = _f(0, "test examples (0 = the dataset's standard split)", lo=0)
+    seed: int = _f(0, "seed of the data generator / split (shared by all runs)", lo=0)
+    path: str = _f("", "data directory for file-based datasets ('' = $TRAJVIZ_DATA)")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    depth: int = _f(2, "hidden layers", lo=1, hi=5)
+    width: int = _f(400, "units in every hidden layer", lo=1)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    methods: list[str] = _f(["none", "sdae"], "every seed is trained once per method",
+                            choices=PRETRAIN_METHODS, each=True)
+    epochs: int = _f(10, "pre-training epochs per layer", lo=0)
+    lr: float = _f(0.01, "pre-training SGD learning rate", lo=0.0)
+    batch_size: int = _f(10, "pre-training minibatch size", lo=1)
+    corruption: float = _f(0.25, "SDAE masking-noise level: fraction of inputs set to 0", lo=0.0, hi=1.0)
+    tied: bool = _f(True, "SDAE decoder uses the transposed encoder weights")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = _f(10, "supervised fine-tuning epochs", lo=0)
+    lr: float = _f(0.05, "fine-tuning SGD learning rate (constant)", lo=0.0)
+    batch_size: int = _f(10, "fine-tuning minibatch size (1 = the studies' online SGD)", lo=1)
+    l2: float = _f(0.0, "L2 penalty on weights (added to the averaged NLL)", lo=0.0)
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    split: str = _f("test", "split whose inputs form the probe set", choices=("train", "valid", "test"))
+    n: int = _f(0, "probe examples: the split's first n (0 = the whole split)", lo=0)
+
+
+@dataclass(frozen=True)
+class RecordConfig:
+    every_steps: int = _f(0, "extra checkpoint every N updates (0 = only at step 0 and each epoch end)", lo=0)
+    params: str = _f("final", "parameters stored: 'final', or 'all' checkpoints", choices=("final", "all"))
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    device: str = _f("cpu", "torch device: 'cpu', 'cuda', 'cuda:1', or 'auto' (CUDA when available)")
+    nets_per_batch: int = _f(16, "nets trained together in one batched pass", lo=1)
+    dtype: str = _f("float32", "floating-point type of training", choices=("float32", "float64"))
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str = _f("experiment", "experiment name, stored in the file")
+    seeds: list[int] = _f([0, 1, 2, 3, 4, 5, 6, 7], "one run per seed and pre-training method", lo=0, each=True)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def replace(self, **changes: Any) -> "ExperimentConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _check_scalar(key: str, value: Any, tp: Any, meta: Mapping[str, Any]) -> Any:
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} = {value!r}: expected true or false")
+    elif tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} = {value!r}: expected an integer")
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} = {value!r}: expected a number")
+        value = float(value)
+    elif tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} = {value!r}: expected a string")
+    choices, lo, hi = meta.get("choices"), meta.get("lo"), meta.get("hi")
+    if choices is not None and value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise ConfigError(f"{key} = {value!r}: not allowed; choose one of {allowed}")
+    if lo is not None and value < lo:
+        raise ConfigError(f"{key} = {value!r}: must be >= {lo}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{key} = {value!r}: must be <= {hi}")
+    return value
+
+
+def _check_value(key: str, value: Any, tp: Any, meta: Mapping[str, Any]) -> Any:
+    if get_origin(tp) is list:
+        (item_tp,) = get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} = {value!r}: expected a list")
+        if not value:
+            raise ConfigError(f"{key}: must not be empty")
+        item_meta = meta if meta.get("each") else {}
+        items = [_check_scalar(f"{key}[{i}]", v, item_tp, item_meta) for i, v in enumerate(value)]
+        if len(set(items)) != len(items):
+            raise ConfigError(f"{key} = {value!r}: values must be distinct")
+        return items
+    return _check_scalar(key, value, tp, meta)
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a table, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        allowed = ", ".join(prefix + n for n in fields)
+        raise ConfigError(f"unknown config key {prefix + unknown[0]!r}; allowed here: {allowed}")
+    kwargs = {}
+    resolved = typing.get_type_hints(cls)
+    for name, value in data.items():
+        tp = resolved[name]
+        key = prefix + name
+        if _is_section(tp):
+            kwargs[name] = _build(tp, value, key + ".")
+        else:
+            kwargs[name] = _check_value(key, value, tp, fields[name].metadata)
+    return cls(**kwargs)
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part!r} is not a table")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse one ``--set key=value``; the value is read as TOML, else taken as a plain string."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. model.depth=3")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key, value
+
+
+def config_from_dict(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Validate a plain dict (as read from TOML) plus ``--set`` overrides into a config."""
+    merged = json.loads(json.dumps(data))  # deep copy; TOML values are all JSON-representable
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(merged, key, value)
+    return _build(ExperimentConfig, merged, "")
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read an experiment config from TOML (``None``: the built-in default experiment)."""
+    if path is None:
+        from importlib.resources import files
+
+        text = files("trajviz.presets").joinpath("default.toml").read_text()
+        where = "built-in default"
+    else:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(path)!r} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {str(path)!r} cannot be read: {exc}") from None
+        where = str(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+    return config_from_dict(data, overrides)
+
+
+def show_defaults() -> str:
+    """Every config key with its default and documentation, as commented TOML."""
+    lines: list[str] = []
+
+    def emit(cls: type, obj: Any, section: str) -> None:
+        sub = []
+        for f in dataclasses.fields(cls):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                sub.append((f.name, type(value), value))
+                continue
+            meta = f.metadata
+            note = meta.get("doc", "")
+            if meta.get("choices"):
+                note += "; one of " + ", ".join(repr(c) for c in meta["choices"])
+            bounds = [f">= {meta['lo']}" if meta.get("lo") is not None else "",
+                      f"<= {meta['hi']}" if meta.get("hi") is not None else ""]
+            if any(bounds):
+                note += "; " + " and ".join(b for b in bounds if b)
+            lines.append(f"{f.name} = {_toml_value(value)}  # {note}")
+        for name, tp, value in sub:
+            lines.append("")
+            lines.append(f"[{section + name}]")
+            emit(tp, value, section + name + ".")
+
+    emit(ExperimentConfig, ExperimentConfig(), "")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)

@@ -1,0 +1,48 @@
+"""The error hierarchy: every error trajviz raises on purpose derives from :class:`TrajvizError`.
+
+Subclasses also inherit the matching builtin (as zarr does), so ``except FileNotFoundError``
+keeps working for callers who do not know trajviz. The CLI turns any ``TrajvizError`` into a
+one-line message and a non-zero exit code; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class TrajvizError(Exception):
+    """Base class of all errors trajviz raises deliberately."""
+
+
+class ConfigError(TrajvizError, ValueError):
+    """A config key is unknown, or its value is not allowed."""
+
+
+class DataError(TrajvizError, ValueError):
+    """A dataset cannot be built or read as asked."""
+
+
+class DataFileNotFoundError(TrajvizError, FileNotFoundError):
+    """A data file the dataset needs is missing."""
+
+
+class FormatError(TrajvizError, ValueError):
+    """A file is not a trajviz file, or breaks the format contract (docs/format.md)."""
+
+
+class InputFileNotFoundError(TrajvizError, FileNotFoundError):
+    """A file given to read does not exist."""
+
+
+class OutputExistsError(TrajvizError, FileExistsError):
+    """An output file exists and neither resume nor overwrite was asked for."""
+
+
+class FileLockedError(TrajvizError, OSError):
+    """Another live process is writing the file."""
+
+
+class TrainingDivergedError(TrajvizError, FloatingPointError):
+    """The loss of a run became NaN or infinite."""
+
+
+class DownloadError(TrajvizError, OSError):
+    """A download failed: no network, an HTTP error, or a checksum that does not match."""

@@ -1,0 +1,250 @@
+"""The experiment runner: pre-train and fine-tune the nets of an experiment, recording each
+one's probe outputs and metrics at every checkpoint.
+
+Runs of one pre-training method train together, ``engine.nets_per_batch`` at a time, as one
+:class:`~trajviz.nets.StackedMLP`. Each run draws its randomness from streams derived from its
+own seed alone, so a run gives the same numbers whatever other runs share its batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from trajviz.config import ExperimentConfig, TrainConfig
+from trajviz.data import Dataset, Split, load_dataset
+from trajviz.errors import ConfigError
+from trajviz.nets import StackedMLP, layer_sizes
+from trajviz.pretrain import pretrain_sdae
+from trajviz.progress import progress_bar
+from trajviz.record import Recorder, RunRecorder
+from trajviz.store import DIVERGED, SPLITS
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- randomness
+
+
+@dataclass
+class RunStreams:
+    """Independent random streams of one run, all derived from its seed.
+
+    ``init`` draws initial weights, ``order`` the fine-tuning example order and ``pretrain``
+    the pre-training order and noise. ``init`` and ``order`` do not depend on the pre-training
+    method, so runs of the same seed start from the same random weights and see the same order.
+    """
+
+    init: torch.Generator
+    order: torch.Generator
+    pretrain: torch.Generator
+
+
+def run_streams(seed: int) -> RunStreams:
+    children = np.random.SeedSequence(seed).spawn(3)
+    gens = []
+    for child in children:
+        g = torch.Generator()
+        g.manual_seed(int(child.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)))
+        gens.append(g)
+    return RunStreams(*gens)
+
+
+def run_id(method: str, seed: int) -> str:
+    """Name of the run group of one (pre-training method, seed)."""
+    return f"{method}-seed{seed}"
+
+
+# --------------------------------------------------------------------------- training
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"engine.device = {name!r}: not a torch device; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"engine.device = {name!r}: CUDA is not available here; use cpu or auto")
+    return device
+
+
+def nll_and_error(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-net summed NLL and error count; logits (K, B, C), y (B,) or (K, B)."""
+    k, b, c = logits.shape
+    yy = y.expand(k, b) if y.dim() == 1 else y
+    nll = F.cross_entropy(logits.reshape(k * b, c), yy.reshape(-1), reduction="none").view(k, b)
+    wrong = (logits.argmax(-1) != yy).to(logits.dtype)
+    return nll.sum(1), wrong.sum(1)
+
+
+@torch.no_grad()
+def evaluate(net: StackedMLP, x: torch.Tensor, y: torch.Tensor, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Mean NLL and classification error of every net on (x, y): two (K,) arrays."""
+    total_nll = torch.zeros(net.n_nets, dtype=torch.float64, device=x.device)
+    total_err = torch.zeros_like(total_nll)
+    for start in range(0, x.shape[0], batch):
+        nll, err = nll_and_error(net.logits(x[start:start + batch]), y[start:start + batch])
+        total_nll += nll.double()
+        total_err += err.double()
+    n = max(x.shape[0], 1)
+    return (total_nll / n).cpu().numpy(), (total_err / n).cpu().numpy()
+
+
+@torch.no_grad()
+def probabilities(net: StackedMLP, x: torch.Tensor, batch: int = 4096) -> np.ndarray:
+    """Softmax outputs of every net on x: (K, N, C) float32."""
+    parts = [torch.softmax(net.logits(x[s:s + batch]).float(), -1).cpu()
+             for s in range(0, x.shape[0], batch)]
+    return torch.cat(parts, dim=1).numpy()
+
+
+def finetune_loss(net: StackedMLP, xb: torch.Tensor, yb: torch.Tensor, l2: float) -> torch.Tensor:
+    """Sum over nets of each net's minibatch-mean NLL (+ l2 * squared weight norm)."""
+    nll, _ = nll_and_error(net.logits(xb), yb)
+    loss = nll.sum() / xb.shape[1]
+    if l2:
+        loss = loss + l2 * sum((w * w).sum() for w in net.weights)
+    return loss
+
+
+def checkpoint_steps(n_train: int, cfg: TrainConfig, every_steps: int) -> tuple[int, list[int]]:
+    """Updates per epoch and the sorted update counts at which checkpoints are taken."""
+    per_epoch = -(-n_train // cfg.batch_size)
+    total = per_epoch * cfg.epochs
+    steps = {0} | {per_epoch * e for e in range(1, cfg.epochs + 1)}
+    if every_steps:
+        steps |= set(range(every_steps, total + 1, every_steps))
+    return per_epoch, sorted(steps)
+
+
+def finetune(net: StackedMLP, train: tuple[torch.Tensor, torch.Tensor], cfg: TrainConfig,
+             generators: Sequence[torch.Generator], checkpoint: Callable[[int, float], None],
+             every_steps: int = 0, *, progress: bool = False) -> None:
+    """Supervised SGD of all nets; ``checkpoint(step, epoch)`` is called at every checkpoint."""
+    x, y = train
+    n = x.shape[0]
+    per_epoch, ckpts = checkpoint_steps(n, cfg, every_steps)
+    ckpt_set = set(ckpts)
+    params = net.parameters()
+    for p in params:
+        p.requires_grad_(True)
+    step = 0
+    checkpoint(0, 0.0)
+    for epoch in progress_bar(range(cfg.epochs), enabled=progress, desc="fine-tune", unit="epoch"):
+        perms = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(x.device)
+        for start in range(0, n, cfg.batch_size):
+            idx = perms[:, start:start + cfg.batch_size]
+            loss = finetune_loss(net, x[idx], y[idx], cfg.l2)
+            grads = torch.autograd.grad(loss, params)
+            with torch.no_grad():
+                for p, g in zip(params, grads):
+                    p.sub_(cfg.lr * g)
+            step += 1
+            if step in ckpt_set:
+                checkpoint(step, step / per_epoch)
+    for p in params:
+        p.requires_grad_(False)
+
+
+# --------------------------------------------------------------------------- experiments
+
+
+def _tensors(split: Split, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.as_tensor(split.x, dtype=dtype, device=device),
+            torch.as_tensor(split.y, dtype=torch.long, device=device))
+
+
+def planned_runs(cfg: ExperimentConfig) -> list[tuple[str, int]]:
+    """(method, seed) of every run of an experiment, in recording order."""
+    return [(m, s) for m in cfg.pretrain.methods for s in cfg.seeds]
+
+
+def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def record_experiment(cfg: ExperimentConfig, output: str | Path, *, mode: str = "create",
+                      progress: bool = False) -> Path:
+    """Train every run of ``cfg`` and record it into ``output`` (docs/format.md).
+
+    ``mode``: ``"create"``, ``"resume"`` (complete runs are kept, unfinished ones redone) or
+    ``"overwrite"``. Returns the output path.
+    """
+    device = resolve_device(cfg.engine.device)
+    dtype = torch.float64 if cfg.engine.dtype == "float64" else torch.float32
+    data = load_dataset(cfg.dataset)
+    probe_split = data.split(cfg.probe.split)
+    if cfg.probe.n > len(probe_split):
+        raise ConfigError(f"probe.n = {cfg.probe.n} exceeds the {len(probe_split)} examples of the "
+                          f"{cfg.probe.split} split; lower probe.n or raise dataset.n_{cfg.probe.split}")
+    probe = probe_split.head(cfg.probe.n) if cfg.probe.n else probe_split
+    recorder = Recorder(output, probe.x, probe.y, n_classes=data.n_classes, name=cfg.name,
+                        config=cfg.to_json(), mode=mode)
+    try:
+        done = recorder.completed_runs()
+        pending = [(m, s) for m, s in planned_runs(cfg) if run_id(m, s) not in done]
+        if done:
+            log.info("resuming: %d runs complete, %d to do", len(done), len(pending))
+        tensors = {name: _tensors(data.split(name), device, dtype) for name in SPLITS}
+        probe_x = torch.as_tensor(probe.x, dtype=dtype, device=device)
+        sizes = layer_sizes(data.n_inputs, cfg.model.depth, cfg.model.width, data.n_classes)
+        batches = [(m, chunk) for m in cfg.pretrain.methods
+                   for chunk in _chunks([s for mm, s in pending if mm == m], cfg.engine.nets_per_batch)]
+        for i, (method, seeds) in enumerate(batches):
+            log.info("batch %d/%d: %s, seeds %s", i + 1, len(batches), method, list(seeds))
+            _train_batch(cfg, method, list(seeds), sizes, tensors, probe_x, recorder, device, dtype,
+                         progress)
+    finally:
+        recorder.close()
+    return Path(output)
+
+
+def _train_batch(cfg: ExperimentConfig, method: str, seeds: list[int], sizes: list[int],
+                 tensors: dict, probe_x: torch.Tensor, recorder: Recorder, device: torch.device,
+                 dtype: torch.dtype, progress: bool) -> None:
+    streams = [run_streams(s) for s in seeds]
+    net = StackedMLP.init(sizes, [st.init for st in streams], dtype=dtype, device=device)
+    runs: list[RunRecorder] = [
+        recorder.start_run(run_id(method, s), seed=s, pretrain=method, group=method)
+        for s in seeds]
+    if method == "sdae":
+        pretrain_sdae(net, tensors["train"][0], cfg.pretrain, [st.pretrain for st in streams],
+                      progress=progress)
+    alive = np.ones(len(seeds), dtype=bool)
+
+    def checkpoint(step: int, epoch: float) -> None:
+        metrics = {}
+        for split in SPLITS:
+            nll, err = evaluate(net, *tensors[split])
+            metrics[f"{split}_nll"], metrics[f"{split}_error"] = nll, err
+        probs = probabilities(net, probe_x)
+        for k, run in enumerate(runs):
+            if not alive[k]:
+                continue
+            if not np.isfinite(metrics["train_nll"][k]):
+                alive[k] = False
+                log.warning("run %s diverged (train NLL %s) at step %d; it is kept, flagged "
+                            "'diverged'", run.run_id, metrics["train_nll"][k], step)
+                run.set_attrs(diverged_step=step)
+                run.finish(DIVERGED)
+                continue
+            params = ({n: v.numpy() for n, v in net.state_dict(k).items()}
+                      if cfg.record.params == "all" else None)
+            run.append(probs[k], step, epoch=epoch, params=params,
+                       **{name: float(v[k]) for name, v in metrics.items()})
+
+    finetune(net, tensors["train"], cfg.train, [st.order for st in streams], checkpoint,
+             cfg.record.every_steps, progress=progress)
+    for k, run in enumerate(runs):
+        if alive[k]:
+            run.save_params({n: v for n, v in net.state_dict(k).items()})
+            run.finish()
