@@ -20,16 +20,105 @@ from trajviz.errors import ConfigError
 #: Names of registered datasets and pre-training methods. Kept here (not imported from the
 #: modules that implement them) so that validating a config never imports torch.
 DATASETS = ("shapeset", "shapeset3x2", "mnist", "digits")
-PRETRAIN_METHODS = ("none", "sdae")
+PRETRAIN_METHODS = ("none", "sdae", "rbm")
+#: Modifiers of a pre-training method spec (see :func:`parse_method` and docs/config.md).
+METHOD_MODIFIERS = ("layers=K", "reinit=L[,L...]", "hist")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One entry of ``pretrain.methods``: a base method and the studies' modifications of it.
+
+    Grammar: ``BASE[+layers=K][+reinit=L[,L...]][+hist]`` with BASE in :data:`PRETRAIN_METHODS`.
+
+    - ``layers=K``: pre-train only the bottom K hidden layers (Erhan et al. 2010, F8 (b)).
+    - ``reinit=L,...``: pre-train, then put layers L (1-based, hidden) back to their random
+      initial weights and zero biases (Erhan et al. 2009, sec. 6, F8 (a)).
+    - ``hist``: after pre-training, resample every weight of each pre-trained layer from the
+      histogram of that layer's weights, biases from the biases' histogram (F7).
+    """
+
+    base: str
+    layers: int | None = None
+    reinit: tuple[int, ...] = ()
+    histogram: bool = False
+
+    @property
+    def spec(self) -> str:
+        """The canonical spec string (modifiers in grammar order); also the run group name."""
+        parts = [self.base]
+        if self.layers is not None:
+            parts.append(f"layers={self.layers}")
+        if self.reinit:
+            parts.append("reinit=" + ",".join(str(l) for l in self.reinit))
+        if self.histogram:
+            parts.append("hist")
+        return "+".join(parts)
+
+    def pretrained_layers(self, depth: int) -> int:
+        """How many hidden layers, bottom first, are pre-trained in a net of ``depth``."""
+        if self.base == "none":
+            return 0
+        return depth if self.layers is None else min(self.layers, depth)
+
+
+def parse_method(text: str, key: str = "pretrain.methods") -> MethodSpec:
+    """Parse a method spec such as ``"sdae+reinit=2"``; ConfigError naming the grammar if bad."""
+    grammar = (f"write BASE[+layers=K][+reinit=L[,L...]][+hist] with BASE one of "
+               f"{', '.join(PRETRAIN_METHODS)}, e.g. 'sdae+reinit=2' or 'rbm+hist'")
+    if not isinstance(text, str):
+        raise ConfigError(f"{key} = {text!r}: expected a string; {grammar}")
+    base, *mods = [part.strip() for part in text.split("+")]
+    if base not in PRETRAIN_METHODS:
+        raise ConfigError(f"{key} = {text!r}: unknown method {base!r}; {grammar}")
+    if base == "none" and mods:
+        raise ConfigError(f"{key} = {text!r}: 'none' takes no modifiers; {grammar}")
+    layers: int | None = None
+    reinit: tuple[int, ...] = ()
+    hist = False
+    seen: set[str] = set()
+    for mod in mods:
+        name, _, arg = mod.partition("=")
+        if name in seen:
+            raise ConfigError(f"{key} = {text!r}: modifier {name!r} given twice")
+        seen.add(name)
+        if name == "hist":
+            if mod != "hist":
+                raise ConfigError(f"{key} = {text!r}: 'hist' takes no value; {grammar}")
+            hist = True
+            continue
+        if name not in ("layers", "reinit"):
+            raise ConfigError(f"{key} = {text!r}: unknown modifier {mod!r}; {grammar}")
+        try:
+            numbers = [int(a) for a in arg.split(",")] if name == "reinit" else [int(arg)]
+        except ValueError:
+            numbers = [0]
+        if not numbers or min(numbers) < 1:
+            raise ConfigError(f"{key} = {text!r}: {mod!r} needs positive integer layer numbers; "
+                              f"{grammar}")
+        if name == "layers":
+            layers = numbers[0]
+        else:
+            reinit = tuple(sorted(set(numbers)))
+    if layers is not None and any(l > layers for l in reinit):
+        raise ConfigError(f"{key} = {text!r}: reinit names a layer above layers={layers}, "
+                          "which is not pre-trained anyway")
+    return MethodSpec(base, layers, reinit, hist)
+
+
+def _method_spec(key: str, value: str) -> str:
+    return parse_method(value, key).spec
 
 
 def _f(default: Any, doc: str, *, choices: Sequence[Any] | None = None,
-       lo: float | None = None, hi: float | None = None, each: bool = False) -> Any:
+       lo: float | None = None, hi: float | None = None, each: bool = False,
+       check: Any = None) -> Any:
     """A dataclass field whose metadata documents and constrains it.
 
-    ``each`` applies ``choices``/``lo``/``hi`` to every element of a list value.
+    ``each`` applies ``choices``/``lo``/``hi``/``check`` to every element of a list value;
+    ``check(key, value)`` validates a value beyond its type and returns it in canonical form.
     """
-    meta = {"doc": doc, "choices": choices, "lo": lo, "hi": hi, "each": each}
+    meta = {"doc": doc, "choices": choices, "lo": lo, "hi": hi, "each": each, "check": check}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -53,13 +142,17 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    methods: list[str] = _f(["none", "sdae"], "every seed is trained once per method",
-                            choices=PRETRAIN_METHODS, each=True)
+    methods: list[str] = _f(["none", "sdae"], "every seed is trained once per method spec "
+                            "BASE[+layers=K][+reinit=L[,L...]][+hist] (docs/config.md)",
+                            choices=PRETRAIN_METHODS, each=True, check=_method_spec)
     epochs: int = _f(10, "pre-training epochs per layer", lo=0)
     lr: float = _f(0.01, "pre-training SGD learning rate", lo=0.0)
     batch_size: int = _f(10, "pre-training minibatch size", lo=1)
     corruption: float = _f(0.25, "SDAE masking-noise level: fraction of inputs set to 0", lo=0.0, hi=1.0)
     tied: bool = _f(True, "SDAE decoder uses the transposed encoder weights")
+    cd_k: int = _f(1, "RBM: Gibbs steps of contrastive divergence (CD-k)", lo=1)
+    rbm_lr: float = _f(0.05, "RBM: CD learning rate (gradient averaged over the minibatch)", lo=0.0)
+    hist_bins: int = _f(100, "'+hist' init: bins of each layer's weight (and bias) histogram", lo=2)
 
 
 @dataclass(frozen=True)
@@ -130,6 +223,8 @@ def _check_scalar(key: str, value: Any, tp: Any, meta: Mapping[str, Any]) -> Any
         if not isinstance(value, str):
             raise ConfigError(f"{key} = {value!r}: expected a string")
     choices, lo, hi = meta.get("choices"), meta.get("lo"), meta.get("hi")
+    if meta.get("check") is not None:
+        return meta["check"](key, value)  # the check owns the allowed values
     if choices is not None and value not in choices:
         allowed = ", ".join(repr(c) for c in choices)
         raise ConfigError(f"{key} = {value!r}: not allowed; choose one of {allowed}")
@@ -205,7 +300,20 @@ def config_from_dict(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> 
     for text in overrides:
         key, value = parse_override(text)
         _set_dotted(merged, key, value)
-    return _build(ExperimentConfig, merged, "")
+    cfg = _build(ExperimentConfig, merged, "")
+    _check_across(cfg)
+    return cfg
+
+
+def _check_across(cfg: ExperimentConfig) -> None:
+    """Constraints that tie keys of different sections together."""
+    depth = cfg.model.depth
+    for i, text in enumerate(cfg.pretrain.methods):
+        spec = parse_method(text)
+        too_high = [l for l in spec.reinit + ((spec.layers,) if spec.layers else ()) if l > depth]
+        if too_high:
+            raise ConfigError(f"pretrain.methods[{i}] = {text!r} names hidden layer {too_high[0]}, "
+                              f"but model.depth = {depth}; use layers 1..{depth}")
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
