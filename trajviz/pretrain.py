@@ -48,16 +48,18 @@ def sdae_loss(x: Tensor, x_tilde: Tensor, w: Tensor, b: Tensor, w_dec: Tensor, c
 
 
 def pretrain_sdae(net: StackedMLP, x: Tensor, cfg: PretrainConfig,
-                  generators: Sequence[torch.Generator], *, progress: bool = False) -> list[list[float]]:
+                  generators: Sequence[torch.Generator], *, n_layers: int | None = None,
+                  progress: bool = False) -> list[list[float]]:
     """Pre-train the hidden layers of ``net`` in place as a stack of denoising autoencoders.
 
     ``x`` (n, d) are the training inputs in [0, 1]; net k draws its example order, its masking
-    noise and (untied) decoder init from ``generators[k]``. Returns, per layer, the mean
-    reconstruction loss of each epoch averaged over nets (for monitoring and tests).
+    noise and (untied) decoder init from ``generators[k]``. ``n_layers``: pre-train only the
+    bottom ones (None = every hidden layer). Returns, per layer, the mean reconstruction loss of
+    each epoch averaged over nets (for monitoring and tests).
     """
     k_nets, n = net.n_nets, x.shape[0]
     history: list[list[float]] = []
-    for layer in range(net.depth):
+    for layer in range(net.depth if n_layers is None else min(n_layers, net.depth)):
         w, b = net.weights[layer], net.biases[layer]
         d_in, d_hid = w.shape[1], w.shape[2]
         w.requires_grad_(True)
