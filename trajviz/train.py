@@ -21,9 +21,10 @@ from trajviz.config import ExperimentConfig, TrainConfig
 from trajviz.data import Dataset, Split, load_dataset
 from trajviz.errors import ConfigError
 from trajviz.nets import StackedMLP, layer_sizes
-from trajviz.pretrain import pretrain_sdae
+from trajviz.initialization import apply_method, method_attrs
 from trajviz.progress import progress_bar
 from trajviz.record import Recorder, RunRecorder
+from trajviz.selection import BestCheckpoint
 from trajviz.store import DIVERGED, SPLITS
 
 log = logging.getLogger(__name__)
@@ -213,13 +214,15 @@ def _train_batch(cfg: ExperimentConfig, method: str, seeds: list[int], sizes: li
                  dtype: torch.dtype, progress: bool) -> None:
     streams = [run_streams(s) for s in seeds]
     net = StackedMLP.init(sizes, [st.init for st in streams], dtype=dtype, device=device)
+    attrs = method_attrs(method, cfg.model.depth)
     runs: list[RunRecorder] = [
-        recorder.start_run(run_id(method, s), seed=s, pretrain=method, group=method)
+        recorder.start_run(run_id(method, s), seed=s, pretrain=method.split("+")[0], group=method,
+                           **attrs)
         for s in seeds]
-    if method == "sdae":
-        pretrain_sdae(net, tensors["train"][0], cfg.pretrain, [st.pretrain for st in streams],
-                      progress=progress)
+    apply_method(net, method, tensors["train"][0], cfg.pretrain, [st.pretrain for st in streams],
+                 progress=progress)
     alive = np.ones(len(seeds), dtype=bool)
+    best = BestCheckpoint(len(seeds))  # model selection on validation error (selection.py)
 
     def checkpoint(step: int, epoch: float) -> None:
         metrics = {}
@@ -234,17 +237,19 @@ def _train_batch(cfg: ExperimentConfig, method: str, seeds: list[int], sizes: li
                 alive[k] = False
                 log.warning("run %s diverged (train NLL %s) at step %d; it is kept, flagged "
                             "'diverged'", run.run_id, metrics["train_nll"][k], step)
-                run.set_attrs(diverged_step=step)
+                run.set_attrs(diverged_step=step, **best.attrs(k))
                 run.finish(DIVERGED)
                 continue
             params = ({n: v.numpy() for n, v in net.state_dict(k).items()}
                       if cfg.record.params == "all" else None)
             run.append(probs[k], step, epoch=epoch, params=params,
                        **{name: float(v[k]) for name, v in metrics.items()})
+        best.update(step, epoch, metrics, nets=alive)
 
     finetune(net, tensors["train"], cfg.train, [st.order for st in streams], checkpoint,
              cfg.record.every_steps, progress=progress)
     for k, run in enumerate(runs):
         if alive[k]:
             run.save_params({n: v for n, v in net.state_dict(k).items()})
+            run.set_attrs(**best.attrs(k))
             run.finish()
