@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trajviz.selection import select_from_metrics
 from trajviz.store import ExperimentFile
 
 
@@ -21,6 +22,9 @@ class GroupSummary:
     first_train_nll: list[float] = field(default_factory=list)
     final_train_nll: list[float] = field(default_factory=list)
     final_test_error: list[float] = field(default_factory=list)
+    #: model selection (selection.py): test error at the checkpoint of best validation error
+    test_error_at_best: list[float] = field(default_factory=list)
+    best_epoch: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -41,18 +45,22 @@ class FileSummary:
                 return "-"
             return (fmt % v.mean()) + (" ± " + fmt % v.std(ddof=1) if v.size > 1 else "")
 
+        gw = max([12] + [len(g) for g in self.groups])
         lines = [f"{self.path}: experiment {self.name!r}, probe set of {self.probe_size} examples "
                  f"x {self.n_classes} classes (sha256 {self.probe_sha256[:12]})",
-                 f"{'group':<12} {'pretrain':<10} {'runs':>4} {'checkpoints':>11}  "
-                 f"{'train NLL start -> end':<28} {'test error':<16} status"]
+                 f"{'group':<{gw}} {'pretrain':<10} {'runs':>4} {'checkpoints':>11}  "
+                 f"{'train NLL start -> end':<28} {'test error':<16} {'test err @ best valid':<21} "
+                 f"{'best epoch':<12} status"]
         for g in self.groups.values():
             cps = f"{min(g.checkpoints)}-{max(g.checkpoints)}" if g.checkpoints else "0"
             if g.checkpoints and min(g.checkpoints) == max(g.checkpoints):
                 cps = str(g.checkpoints[0])
             status = ", ".join(f"{n} {s}" for s, n in sorted(g.statuses.items()))
             nll = f"{stat(g.first_train_nll, '%.3f')} -> {stat(g.final_train_nll, '%.3f')}"
-            lines.append(f"{g.group:<12} {','.join(sorted(g.pretrain)):<10} {len(g.runs):>4} "
-                         f"{cps:>11}  {nll:<28} {stat(g.final_test_error, '%.4f'):<16} {status}")
+            lines.append(f"{g.group:<{gw}} {','.join(sorted(g.pretrain)):<10} {len(g.runs):>4} "
+                         f"{cps:>11}  {nll:<28} {stat(g.final_test_error, '%.4f'):<16} "
+                         f"{stat(g.test_error_at_best, '%.4f'):<21} "
+                         f"{stat(g.best_epoch, '%.1f'):<12} {status}")
         return "\n".join(lines)
 
 
@@ -73,5 +81,11 @@ def summarize(path: str | Path) -> FileSummary:
                 g.final_train_nll.append(m["train_nll"][-1])
             if info.n_checkpoints and "test_error" in m:
                 g.final_test_error.append(m["test_error"][-1])
+            attrs = f.run_attrs(info.run_id)
+            if "test_error_at_best" not in attrs and info.n_checkpoints:
+                attrs = select_from_metrics(f.steps(info.run_id), f.epochs(info.run_id), m)
+            if "test_error_at_best" in attrs:
+                g.test_error_at_best.append(float(attrs["test_error_at_best"]))
+                g.best_epoch.append(float(attrs["best_epoch"]))
         return FileSummary(path=Path(path), name=f.name, probe_size=f.probe_size,
                            n_classes=f.n_classes, probe_sha256=f.probe_sha256, groups=dict(groups))

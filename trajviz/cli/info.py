@@ -12,7 +12,9 @@ from trajviz.cli import HelpFormatter, add_common
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="summarize a trajviz file: runs per group, checkpoints, final metrics",
                        description="Summarize a trajviz file: runs per group, checkpoints, train NLL "
-                                   "at start and end, final test error (mean ± std over runs).",
+                                   "at start and end, final test error, and test error at the "
+                                   "checkpoint of best validation error with its epoch (model "
+                                   "selection; mean ± std over runs).",
                        formatter_class=HelpFormatter)
     p.add_argument("file", type=Path, metavar="FILE", help="trajviz HDF5 file")
     p.add_argument("-o", "--output", type=Path, default=None,
@@ -32,7 +34,9 @@ def run(args: argparse.Namespace) -> int:
                 "groups": {k: {"runs": g.runs, "pretrain": sorted(g.pretrain),
                                "statuses": g.statuses, "checkpoints": g.checkpoints,
                                "final_train_nll": g.final_train_nll,
-                               "final_test_error": g.final_test_error}
+                               "final_test_error": g.final_test_error,
+                               "test_error_at_best": g.test_error_at_best,
+                               "best_epoch": g.best_epoch}
                            for k, g in summary.groups.items()}}
         args.output.write_text(json.dumps(data, indent=2))
     return 0
