@@ -18,7 +18,7 @@ from trajviz import __version__
 from trajviz.errors import TrajvizError
 
 #: subcommand modules, in the order ``--help`` lists them
-COMMANDS = ["record", "info", "config", "plot", "data"]
+COMMANDS = ["record", "info", "config", "plot", "data", "sweep"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
