@@ -46,3 +46,12 @@ class TrainingDivergedError(TrajvizError, FloatingPointError):
 
 class DownloadError(TrajvizError, OSError):
     """A download failed: no network, an HTTP error, or a checksum that does not match."""
+
+
+class ProbeSetMismatchError(TrajvizError, ValueError):
+    """Files to be compared were recorded on different probe sets (``probe_sha256`` differs)."""
+
+
+class StoreWriteError(TrajvizError, OSError):
+    """Writing a trajviz file failed (disk full, file-size limit, I/O error); the unfinished
+    change was rolled back, so the file holds everything written before it."""
