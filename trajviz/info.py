@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trajviz.errors import FormatError, TrajvizError
 from trajviz.selection import select_from_metrics
 from trajviz.store import ExperimentFile
 
@@ -35,6 +36,8 @@ class FileSummary:
     n_classes: int
     probe_sha256: str
     groups: dict[str, GroupSummary]
+    #: runs flagged 'diverged' (train NLL became NaN/Inf) -> the step at which they were stopped
+    diverged: dict[str, int] = field(default_factory=dict)
 
     def format(self) -> str:
         """A plain-text table, one line per group."""
@@ -61,12 +64,32 @@ class FileSummary:
                          f"{cps:>11}  {nll:<28} {stat(g.final_test_error, '%.4f'):<16} "
                          f"{stat(g.test_error_at_best, '%.4f'):<21} "
                          f"{stat(g.best_epoch, '%.1f'):<12} {status}")
+        if self.diverged:
+            lines.append("diverged (stopped, kept in the file, left out of projections): "
+                         + ", ".join(f"{r} at step {s}" for r, s in self.diverged.items()))
         return "\n".join(lines)
 
 
-def summarize(path: str | Path) -> FileSummary:
-    """Runs per group, checkpoints, train NLL at start and end, final test error."""
+def summarize(path: str | Path, *, check: bool = True) -> FileSummary:
+    """Runs per group, checkpoints, train NLL at start and end, final test error.
+
+    ``check``: first read the whole file and check it against the format contract
+    (:meth:`ExperimentFile.verify`), so a damaged file fails here with the key that is bad.
+    """
+    try:
+        return _summarize(path, check)
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:
+        if isinstance(exc, TrajvizError):
+            raise
+        raise FormatError(f"{path}: unexpected run attributes ({type(exc).__name__}: {exc}); "
+                          "the file is damaged or not written by trajviz") from None
+
+
+def _summarize(path: str | Path, check: bool) -> FileSummary:
     with ExperimentFile(path) as f:
+        if check:
+            f.verify()
+        diverged: dict[str, int] = {}
         groups: dict[str, GroupSummary] = defaultdict(lambda: GroupSummary(""))
         for info in f.runs():
             g = groups[info.group]
@@ -82,10 +105,13 @@ def summarize(path: str | Path) -> FileSummary:
             if info.n_checkpoints and "test_error" in m:
                 g.final_test_error.append(m["test_error"][-1])
             attrs = f.run_attrs(info.run_id)
+            if info.status == "diverged":
+                diverged[info.run_id] = int(attrs.get("diverged_step", -1))
             if "test_error_at_best" not in attrs and info.n_checkpoints:
                 attrs = select_from_metrics(f.steps(info.run_id), f.epochs(info.run_id), m)
             if "test_error_at_best" in attrs:
                 g.test_error_at_best.append(float(attrs["test_error_at_best"]))
                 g.best_epoch.append(float(attrs["best_epoch"]))
         return FileSummary(path=Path(path), name=f.name, probe_size=f.probe_size,
-                           n_classes=f.n_classes, probe_sha256=f.probe_sha256, groups=dict(groups))
+                           n_classes=f.n_classes, probe_sha256=f.probe_sha256, groups=dict(groups),
+                           diverged=diverged)

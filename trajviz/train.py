@@ -128,8 +128,15 @@ def checkpoint_steps(n_train: int, cfg: TrainConfig, every_steps: int) -> tuple[
 
 def finetune(net: StackedMLP, train: tuple[torch.Tensor, torch.Tensor], cfg: TrainConfig,
              generators: Sequence[torch.Generator], checkpoint: Callable[[int, float], None],
-             every_steps: int = 0, *, progress: bool = False) -> None:
-    """Supervised SGD of all nets; ``checkpoint(step, epoch)`` is called at every checkpoint."""
+             every_steps: int = 0, *, progress: bool = False,
+             active: np.ndarray | None = None) -> None:
+    """Supervised SGD of all nets; ``checkpoint(step, epoch)`` is called at every checkpoint.
+
+    ``active``: optional (K,) bool mask, read at every update (the checkpoint callback may
+    clear entries): a net whose entry is False gets no more updates (its learning rate is
+    masked to 0; its gradient is replaced by 0, since a diverged net's NaN times 0 is NaN), and
+    training stops early once no net is active.
+    """
     x, y = train
     n = x.shape[0]
     per_epoch, ckpts = checkpoint_steps(n, cfg, every_steps)
@@ -143,16 +150,39 @@ def finetune(net: StackedMLP, train: tuple[torch.Tensor, torch.Tensor], cfg: Tra
         perms = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(x.device)
         for start in range(0, n, cfg.batch_size):
             idx = perms[:, start:start + cfg.batch_size]
-            loss = finetune_loss(net, x[idx], y[idx], cfg.l2)
-            grads = torch.autograd.grad(loss, params)
+            if active is not None and not active.all():
+                if not active.any():
+                    log.warning("every net of the batch diverged; fine-tuning stops at step %d", step)
+                    break
+                grads = _masked_grads(net, x[idx], y[idx], cfg.l2, params, active)
+            else:
+                loss = finetune_loss(net, x[idx], y[idx], cfg.l2)
+                grads = torch.autograd.grad(loss, params)
             with torch.no_grad():
                 for p, g in zip(params, grads):
                     p.sub_(cfg.lr * g)
             step += 1
             if step in ckpt_set:
                 checkpoint(step, step / per_epoch)
+        else:
+            continue
+        break  # the inner loop stopped: no net is active
     for p in params:
         p.requires_grad_(False)
+
+
+def _masked_grads(net: StackedMLP, xb: torch.Tensor, yb: torch.Tensor, l2: float,
+                  params: list[torch.Tensor], active: np.ndarray) -> list[torch.Tensor]:
+    """Gradients of :func:`finetune_loss` with inactive nets' entries set to 0: their NaN or
+    Inf loss is left out of the sum, so the active nets' gradients stay exactly as they were."""
+    keep = torch.as_tensor(np.asarray(active, dtype=bool), device=xb.device)
+    nll, _ = nll_and_error(net.logits(xb), yb)
+    loss = torch.where(keep, nll, torch.zeros((), dtype=nll.dtype, device=nll.device)).sum() / xb.shape[1]
+    if l2:
+        loss = loss + l2 * sum((w[keep] * w[keep]).sum() for w in net.weights)
+    grads = torch.autograd.grad(loss, params)
+    zero = torch.zeros((), dtype=grads[0].dtype, device=grads[0].device)
+    return [torch.where(keep.view(-1, *([1] * (g.dim() - 1))), g, zero) for g in grads]
 
 
 # --------------------------------------------------------------------------- experiments
@@ -247,7 +277,7 @@ def _train_batch(cfg: ExperimentConfig, method: str, seeds: list[int], sizes: li
         best.update(step, epoch, metrics, nets=alive)
 
     finetune(net, tensors["train"], cfg.train, [st.order for st in streams], checkpoint,
-             cfg.record.every_steps, progress=progress)
+             cfg.record.every_steps, progress=progress, active=alive)
     for k, run in enumerate(runs):
         if alive[k]:
             run.save_params({n: v for n, v in net.state_dict(k).items()})

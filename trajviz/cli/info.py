@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         data = {"path": str(summary.path), "name": summary.name, "probe_size": summary.probe_size,
                 "n_classes": summary.n_classes, "probe_sha256": summary.probe_sha256,
+                "diverged": summary.diverged,
                 "groups": {k: {"runs": g.runs, "pretrain": sorted(g.pretrain),
                                "statuses": g.statuses, "checkpoints": g.checkpoints,
                                "final_train_nll": g.final_train_nll,
