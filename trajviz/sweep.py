@@ -333,17 +333,24 @@ class SweepResult:
 # --------------------------------------------------------------------------- tasks
 
 
+#: torch threads of a local pool worker (set by the pool's initializer; None: torch's default)
+_WORKER_THREADS: int | None = None
+
+
 def record_job(config_json: str, shard: str) -> None:
     """The default job task: record one job's experiment into its shard (resuming a partial one)."""
+    import torch
+
     from trajviz.train import record_experiment
 
+    if _WORKER_THREADS is not None:
+        torch.set_num_threads(_WORKER_THREADS)  # N workers x all cores each would oversubscribe
     record_experiment(config_from_dict(json.loads(config_json)), shard, mode="resume")
 
 
 def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)  # N workers x all cores each would oversubscribe the CPU
+    global _WORKER_THREADS
+    _WORKER_THREADS = threads
 
 
 def _ray_job(task: JobTask, config_json: str, key: str) -> bytes:
@@ -385,10 +392,14 @@ class _Tracker:
 
 def _set_aside(shard: Path) -> None:
     """Keep an unreadable shard (never delete data) but out of the way of the retry."""
+    from trajviz.lock import journal_path
+
     n = 0
     while (aside := shard.with_name(f"{shard.name}.broken{n}")).exists():
         n += 1
     shard.rename(aside)
+    if journal_path(shard).exists():
+        journal_path(shard).rename(journal_path(aside))
     log.warning("shard %s cannot be read (its worker died while writing it); moved it to %s",
                 shard, aside.name)
 
@@ -467,7 +478,8 @@ def _run_ray(jobs: list[SweepJob], shards: Path, task: JobTask, address: str, wo
     ray = _import_ray()
     started = False
     if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"log_to_driver": False}
+        kwargs: dict[str, Any] = {"log_to_driver": False,
+                                  "logging_level": max(logging.WARNING, log.getEffectiveLevel())}
         if address == "local":
             kwargs.update(address="local", include_dashboard=False)
             if workers:
