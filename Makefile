@@ -1,0 +1,27 @@
+# Set-up and the two commands of README's quick start.
+# torch is installed first from its CPU build (`torch==2.13.0`), so that the project's
+# dependencies never pull the multi-GB CUDA build.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH ?= torch==2.13.0
+
+.PHONY: install demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# The main job on the built-in default (no download).
+demo: install
+	$(VENV)/bin/trajviz record --overwrite
+
+test: install
+	$(VENV)/bin/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,133 @@
+"""The command line as a user runs it: subprocesses for exit codes and stderr, main() for plumbing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from trajviz.cli import main
+from trajviz.store import ExperimentFile
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def trajviz(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "trajviz.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+
+
+def write_config(path: Path, data: dict) -> Path:
+    lines = []
+    for key, value in data.items():
+        if not isinstance(value, dict):
+            lines.append(f"{key} = {json.dumps(value)}")
+    for key, value in data.items():
+        if isinstance(value, dict):
+            lines.append(f"[{key}]")
+            lines += [f"{k} = {json.dumps(v)}" for k, v in value.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_record_then_info_end_to_end(tmp_path, tiny_dict):
+    cfg = write_config(tmp_path / "c.toml", tiny_dict)
+    out = tmp_path / "o.h5"
+    res = trajviz("record", str(cfg), "-o", str(out), "--quiet", "--set", "train.epochs=1")
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == ""
+    with ExperimentFile(out) as f:
+        assert len(f.run_ids()) == 4 and f.run_info("none-seed0").n_checkpoints == 2
+        assert f.config["name"] == "tiny"
+    info = trajviz("info", str(out), "-o", str(tmp_path / "s.json"))
+    assert info.returncode == 0
+    assert "none" in info.stdout and "sdae" in info.stdout
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert len(summary["groups"]["sdae"]["runs"]) == 2
+
+
+def test_each_record_option_reaches_the_library(tmp_path, tiny_dict, monkeypatch):
+    seen = {}
+
+    def fake(cfg, output, *, mode, progress):
+        seen.update(cfg=cfg, output=output, mode=mode, progress=progress)
+        return output
+
+    import trajviz.train
+
+    monkeypatch.setattr(trajviz.train, "record_experiment", fake)
+    cfg = write_config(tmp_path / "c.toml", tiny_dict)
+    assert main(["record", str(cfg), "--set", "model.width=7", "-o", "x.h5", "--resume", "-q"]) == 0
+    assert seen["cfg"].model.width == 7 and str(seen["output"]) == "x.h5"
+    assert seen["mode"] == "resume" and seen["progress"] is False
+    main(["record", str(cfg), "--overwrite", "-q"])
+    assert seen["mode"] == "overwrite" and seen["output"] == Path("runs/tiny.h5")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["info", "nope.h5"], "does not exist"),
+    (["info", "pyproject.toml"], "not an HDF5 file"),
+    (["record", "nope.toml"], "does not exist"),
+    (["record", "runs/smoke.toml", "--set", "dataset.name=cifar"], "choose one of"),
+    (["record", "runs/smoke.toml", "--set", "pretrain.methods=['magic']"], "pretrain.methods[0]"),
+    (["record", "runs/smoke.toml", "--set", "probe.n=501"], "exceeds the 500 examples"),
+    (["record", "runs/smoke.toml", "--set", "bogus=1"], "unknown config key 'bogus'"),
+])
+def test_bad_input_gives_one_line_and_nonzero_exit(args, fragment, tmp_path):
+    res = trajviz(*args, "-o", str(tmp_path / "x.h5")) if args[0] == "record" else trajviz(*args)
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_existing_output_is_not_overwritten(tmp_path, tiny_dict):
+    cfg = write_config(tmp_path / "c.toml", tiny_dict)
+    out = tmp_path / "o.h5"
+    out.write_bytes(b"precious")
+    res = trajviz("record", str(cfg), "-o", str(out), "-q")
+    assert res.returncode == 1 and "--resume" in res.stderr and "Traceback" not in res.stderr
+    assert out.read_bytes() == b"precious"
+
+
+def test_help_shows_defaults():
+    res = trajviz("record", "--help")
+    assert res.returncode == 0 and "default:" in res.stdout and "--quiet" in res.stdout
+    res = trajviz("config", "--show-defaults")
+    assert res.returncode == 0 and "[pretrain]" in res.stdout
+
+
+def test_sigkill_mid_run_leaves_a_readable_file_and_resume_finishes(tmp_path, tiny_dict):
+    tiny_dict["train"]["epochs"] = 40
+    tiny_dict["pretrain"]["methods"] = ["none"]
+    cfg = write_config(tmp_path / "c.toml", tiny_dict)
+    out = tmp_path / "o.h5"
+    proc = subprocess.Popen([sys.executable, "-m", "trajviz.cli", "record", str(cfg), "-o", str(out),
+                             "-q"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until a few checkpoints are on disk
+        time.sleep(0.2)
+        try:
+            with ExperimentFile(out) as f:
+                if any(i.n_checkpoints >= 3 for i in f.runs()):
+                    break
+        except Exception:
+            continue
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with ExperimentFile(out) as f:
+        infos = f.runs()
+        assert infos and all(i.status == "running" for i in infos)
+        for i in infos:
+            assert f.outputs(i.run_id).shape[0] == i.n_checkpoints
+    res = trajviz("record", str(cfg), "-o", str(out), "-q", "--resume")
+    assert res.returncode == 0, res.stderr
+    with ExperimentFile(out) as f:
+        assert all(i.status == "complete" and i.n_checkpoints == 41 for i in f.runs())

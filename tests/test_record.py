@@ -1,0 +1,75 @@
+"""The public Recorder, driven from a plain PyTorch loop as a user would."""
+
+import numpy as np
+import torch
+from torch import nn
+
+from trajviz import Recorder
+from trajviz.cli import main
+from trajviz.store import ExperimentFile
+
+
+class TinyConvNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.head = nn.Linear(4 * 4 * 4, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x.view(-1, 1, 8, 8)))
+        h = nn.functional.max_pool2d(h, 2)
+        return self.head(h.flatten(1))
+
+
+def test_convnet_on_digits_in_a_plain_loop(tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.tensor(digits.data / 16, dtype=torch.float32)
+    y = torch.tensor(digits.target)
+    torch.manual_seed(0)  # test code may seed globally; the library never does
+    model = TinyConvNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    path = tmp_path / "conv.h5"
+    rec = Recorder(path, x[:200], y[:200], run_id="conv-seed0", seed=0, group="conv")
+    rec.record(model, step=0)
+    step = 0
+    for epoch in range(3):
+        for i in range(200, 1797, 32):
+            loss = nn.functional.cross_entropy(model(x[i:i + 32]), y[i:i + 32])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+        with torch.no_grad():
+            nll = float(nn.functional.cross_entropy(model(x[200:]), y[200:]))
+        rec.record(model, step=step, epoch=epoch + 1, train_nll=nll)
+    rec.save_params(model)
+    rec.close()
+
+    with ExperimentFile(path) as f:
+        assert f.run_ids() == ["conv-seed0"]
+        info = f.run_info("conv-seed0")
+        assert info.group == "conv" and info.status == "complete" and info.n_checkpoints == 4
+        probs = f.outputs("conv-seed0")
+        np.testing.assert_allclose(probs.sum(-1), 1, atol=1e-5)
+        assert f.steps("conv-seed0")[-1] == step
+        nll = f.metrics("conv-seed0")["train_nll"]
+        assert np.isnan(nll[0]) and nll[-1] < nll[1]
+        assert "conv.weight" in f.params("conv-seed0")
+    assert main(["info", str(path)]) == 0
+    assert "conv" in capsys.readouterr().out
+
+
+def test_several_runs_and_append_mode(tmp_path):
+    x = np.random.default_rng(0).random((20, 5)).astype(np.float32)
+    path = tmp_path / "r.h5"
+    for seed in range(2):
+        torch.manual_seed(seed)
+        model = nn.Linear(5, 3)
+        with Recorder(path, x, run_id=f"lin{seed}", seed=seed, mode="resume" if seed else "create") as rec:
+            rec.record(model, step=0)
+            rec.record(model, step=1)
+    with ExperimentFile(path) as f:
+        assert f.run_ids() == ["lin0", "lin1"]
+        assert f.probe_targets().tolist() == [-1] * 20
