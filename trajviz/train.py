@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import AbstractSet as Set, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from trajviz.config import ExperimentConfig, TrainConfig
 from trajviz.data import Dataset, Split, load_dataset
+from trajviz.engine import BACKENDS, BackgroundWriter, DeferredRun, FinetuneStep
 from trajviz.errors import ConfigError
 from trajviz.nets import StackedMLP, layer_sizes
 from trajviz.initialization import apply_method, method_attrs
@@ -129,14 +130,21 @@ def checkpoint_steps(n_train: int, cfg: TrainConfig, every_steps: int) -> tuple[
 def finetune(net: StackedMLP, train: tuple[torch.Tensor, torch.Tensor], cfg: TrainConfig,
              generators: Sequence[torch.Generator], checkpoint: Callable[[int, float], None],
              every_steps: int = 0, *, progress: bool = False,
-             active: np.ndarray | None = None) -> None:
+             active: np.ndarray | None = None, backend: str = "fast") -> None:
     """Supervised SGD of all nets; ``checkpoint(step, epoch)`` is called at every checkpoint.
 
     ``active``: optional (K,) bool mask, read at every update (the checkpoint callback may
     clear entries): a net whose entry is False gets no more updates (its learning rate is
     masked to 0; its gradient is replaced by 0, since a diverged net's NaN times 0 is NaN), and
     training stops early once no net is active.
+
+    ``backend``: ``"fast"`` (:class:`trajviz.engine.FinetuneStep`: hand-derived gradients fused
+    into in-place updates) or ``"autograd"`` (the reference). Both see the same example order and
+    compute the same updates; once some nets are inactive, the masked update uses autograd.
     """
+    if backend not in BACKENDS:
+        raise ConfigError(f"engine.backend = {backend!r}: choose one of {', '.join(BACKENDS)}")
+    fast = FinetuneStep(net, cfg.lr, cfg.l2) if backend == "fast" else None
     x, y = train
     n = x.shape[0]
     per_epoch, ckpts = checkpoint_steps(n, cfg, every_steps)
@@ -155,6 +163,9 @@ def finetune(net: StackedMLP, train: tuple[torch.Tensor, torch.Tensor], cfg: Tra
                     log.warning("every net of the batch diverged; fine-tuning stops at step %d", step)
                     break
                 grads = _masked_grads(net, x[idx], y[idx], cfg.l2, params, active)
+            elif fast is not None:
+                fast(x, y, idx)
+                grads = []
             else:
                 loss = finetune_loss(net, x[idx], y[idx], cfg.l2)
                 grads = torch.autograd.grad(loss, params)
@@ -228,12 +239,18 @@ def record_experiment(cfg: ExperimentConfig, output: str | Path, *, mode: str = 
         tensors = {name: _tensors(data.split(name), device, dtype) for name in SPLITS}
         probe_x = torch.as_tensor(probe.x, dtype=dtype, device=device)
         sizes = layer_sizes(data.n_inputs, cfg.model.depth, cfg.model.width, data.n_classes)
+        # Batches are cut from the planned runs, not the pending ones, and a batch with any
+        # run pending is retrained whole (its complete runs are not rewritten): a net's numbers
+        # depend, in the last bits, on the batch it trains in, and a resumed experiment must
+        # be identical to an uninterrupted one (docs/reliability.md).
         batches = [(m, chunk) for m in cfg.pretrain.methods
-                   for chunk in _chunks([s for mm, s in pending if mm == m], cfg.engine.nets_per_batch)]
+                   for chunk in _chunks([s for mm, s in planned_runs(cfg) if mm == m],
+                                        cfg.engine.nets_per_batch)
+                   if any(run_id(m, s) not in done for s in chunk)]
         for i, (method, seeds) in enumerate(batches):
             log.info("batch %d/%d: %s, seeds %s", i + 1, len(batches), method, list(seeds))
             _train_batch(cfg, method, list(seeds), sizes, tensors, probe_x, recorder, device, dtype,
-                         progress)
+                         progress, done=done)
     finally:
         recorder.close()
     return Path(output)
@@ -241,16 +258,18 @@ def record_experiment(cfg: ExperimentConfig, output: str | Path, *, mode: str = 
 
 def _train_batch(cfg: ExperimentConfig, method: str, seeds: list[int], sizes: list[int],
                  tensors: dict, probe_x: torch.Tensor, recorder: Recorder, device: torch.device,
-                 dtype: torch.dtype, progress: bool) -> None:
+                 dtype: torch.dtype, progress: bool, done: Set[str] = frozenset()) -> None:
+    """Train one batch of nets; runs named in ``done`` train along but are not recorded."""
     streams = [run_streams(s) for s in seeds]
     net = StackedMLP.init(sizes, [st.init for st in streams], dtype=dtype, device=device)
     attrs = method_attrs(method, cfg.model.depth)
-    runs: list[RunRecorder] = [
+    runs: list[RunRecorder | None] = [
+        None if run_id(method, s) in done else
         recorder.start_run(run_id(method, s), seed=s, pretrain=method.split("+")[0], group=method,
                            **attrs)
         for s in seeds]
     apply_method(net, method, tensors["train"][0], cfg.pretrain, [st.pretrain for st in streams],
-                 progress=progress)
+                 progress=progress, backend=cfg.engine.backend)
     alive = np.ones(len(seeds), dtype=bool)
     best = BestCheckpoint(len(seeds))  # model selection on validation error (selection.py)
 
@@ -265,21 +284,31 @@ def _train_batch(cfg: ExperimentConfig, method: str, seeds: list[int], sizes: li
                 continue
             if not np.isfinite(metrics["train_nll"][k]):
                 alive[k] = False
+                if run is None:
+                    continue
                 log.warning("run %s diverged (train NLL %s) at step %d; it is kept, flagged "
                             "'diverged'", run.run_id, metrics["train_nll"][k], step)
                 run.set_attrs(diverged_step=step, **best.attrs(k))
                 run.finish(DIVERGED)
                 continue
-            params = ({n: v.numpy() for n, v in net.state_dict(k).items()}
+            if run is None:
+                continue
+            # copies: the write happens later, on the writer thread, while training goes on
+            params = ({n: v.numpy().copy() for n, v in net.state_dict(k).items()}
                       if cfg.record.params == "all" else None)
             run.append(probs[k], step, epoch=epoch, params=params,
                        **{name: float(v[k]) for name, v in metrics.items()})
         best.update(step, epoch, metrics, nets=alive)
 
-    finetune(net, tensors["train"], cfg.train, [st.order for st in streams], checkpoint,
-             cfg.record.every_steps, progress=progress, active=alive)
-    for k, run in enumerate(runs):
-        if alive[k]:
-            run.save_params({n: v for n, v in net.state_dict(k).items()})
-            run.set_attrs(**best.attrs(k))
-            run.finish()
+    # HDF5 writes go to a worker thread, off the training loop's critical path (engine.py);
+    # leaving the block waits for them, so the batch's runs are on disk when it returns.
+    with BackgroundWriter() as writer:
+        runs = [None if run is None else DeferredRun(run, writer) for run in runs]
+        finetune(net, tensors["train"], cfg.train, [st.order for st in streams], checkpoint,
+                 cfg.record.every_steps, progress=progress, active=alive,
+                 backend=cfg.engine.backend)
+        for k, run in enumerate(runs):
+            if alive[k] and run is not None:
+                run.save_params({n: v for n, v in net.state_dict(k).items()})
+                run.set_attrs(**best.attrs(k))
+                run.finish()

@@ -1,0 +1,368 @@
+"""Fault injection: SIGKILL ``trajviz record`` at random moments, some inside HDF5 writes, and
+check after every kill that the file opens, that every checkpoint it holds equals the same
+checkpoint of an uninterrupted run, and that ``--resume`` ends with a file identical, bit for
+bit, to the uninterrupted run's. The uninterrupted run is read live (``trajviz info``'s library
+twin) while it records, so the same comparison also shows that readers do not harm the writer.
+
+    .venv/bin/python benchmarks/fault_injection.py --kills 24          # docs/reliability.md
+    .venv/bin/python benchmarks/fault_injection.py --kills 3 --quick   # what CI runs
+
+Processes are forked from one server that has imported torch once (importing it takes seconds
+on a loaded machine); every ``record`` is a real process, killed with a real SIGKILL. Kills are
+timed two ways: ``random`` (uniform over the uninterrupted run's duration) and ``in-write``
+(the moment the journal shows an open transaction, with ``TRAJVIZ_DEBUG_WRITE_DELAY`` making
+each HDF5 write sleep so the window is wide). Whether a kill landed inside a write is read
+back from the journal (a hot journal), not assumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY_TOML = """\
+name = "fault"
+seeds = [0, 1]
+[dataset]
+name = "shapeset"
+n_train = {n_train}
+n_valid = 40
+n_test = 40
+[model]
+depth = 2
+width = 12
+[pretrain]
+methods = ["none", "sdae"]
+epochs = 1
+[train]
+epochs = {epochs}
+lr = 0.1
+batch_size = 10
+[probe]
+n = 30
+[record]
+every_steps = 4
+params = "all"
+[engine]
+nets_per_batch = 2
+"""
+
+# The server imports torch and trajviz once, never runs a torch op itself (so forking is safe),
+# and forks one child per request; it reports the child's pid at once and its status when done.
+SERVER = r"""
+import json, os, resource, signal, sys, traceback
+import trajviz.cli, trajviz.train  # noqa: F401  (warm imports, no torch ops)
+for line in sys.stdin:
+    req = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(fd, 1); os.dup2(fd, 2)
+            os.chdir(req["cwd"])
+            os.environ.update(req.get("env", {}))
+            if req.get("fsize"):
+                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+                resource.setrlimit(resource.RLIMIT_FSIZE, (req["fsize"], req["fsize"]))
+            rc = trajviz.cli.main(req["argv"])
+        except SystemExit as exc:
+            rc = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+            rc = 99
+        sys.stdout.flush(); sys.stderr.flush()
+        os._exit(rc or 0)
+    print(json.dumps({"pid": pid}), flush=True)
+    _, status = os.waitpid(pid, 0)
+    code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    print(json.dumps({"pid": pid, "rc": code}), flush=True)
+"""
+
+
+class ForkServer:
+    """Runs ``trajviz`` command lines in processes forked from one warm Python."""
+
+    def __init__(self, env: dict[str, str] | None = None):
+        full_env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(env or {})}
+        self.proc = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, env=full_env, cwd=ROOT)
+
+    def start(self, argv: list[str], *, cwd: Path, log: Path, env: dict[str, str] | None = None,
+              fsize: int = 0) -> int:
+        req = {"argv": argv, "cwd": str(cwd), "log": str(log), "env": env or {}, "fsize": fsize}
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("fork server died")
+        return int(json.loads(line)["pid"])
+
+    def wait(self, timeout: float = 600) -> int:
+        """Exit code of the last started child (negative: killed by that signal)."""
+        import select
+
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise TimeoutError(f"child did not finish within {timeout} s")
+        return int(json.loads(self.proc.stdout.readline())["rc"])
+
+    def run(self, argv: list[str], **kw) -> int:
+        self.start(argv, **kw)
+        return self.wait()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+
+
+# --------------------------------------------------------------------------- comparisons
+
+
+def file_content(path: Path) -> dict[str, object]:
+    """Everything a trajviz file says, by name, through the public reader."""
+    from trajviz.store import ExperimentFile
+
+    out: dict[str, object] = {}
+    with ExperimentFile(path) as f:
+        out["/name"], out["/config"] = f.name, json.dumps(f.config, sort_keys=True)
+        out["/probe/targets"] = f.probe_targets()
+        for rid in f.run_ids():
+            out[f"{rid}/attrs"] = json.dumps({k: (v.tolist() if hasattr(v, "tolist") else v)
+                                              for k, v in sorted(f.run_attrs(rid).items())})
+            out[f"{rid}/steps"] = f.steps(rid)
+            out[f"{rid}/epochs"] = f.epochs(rid)
+            out[f"{rid}/outputs"] = f.outputs(rid)
+            for name, arr in f.metrics(rid).items():
+                out[f"{rid}/metrics/{name}"] = arr
+            for which in ("final", "trajectory"):
+                if f.has_params(rid, which):
+                    for name, arr in f.params(rid, which).items():
+                        out[f"{rid}/params/{which}/{name}"] = arr
+    return out
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        a, b = np.asarray(a), np.asarray(b)
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        if a.dtype.kind == "f":  # bit for bit, NaN included
+            return a.tobytes() == b.tobytes()
+        return bool(np.array_equal(a, b))
+    return a == b
+
+
+def differences(path: Path, reference: Path) -> list[str]:
+    """Keys whose content differs between two files (empty: identical)."""
+    a, b = file_content(path), file_content(reference)
+    diffs = sorted(set(a) ^ set(b))
+    diffs += [k for k in sorted(set(a) & set(b)) if not _same(a[k], b[k])]
+    return diffs
+
+
+def prefix_problems(path: Path, reference: Path) -> list[str]:
+    """After a kill: every checkpoint ``path`` holds must equal the reference's checkpoint of
+    the same index, and every run it calls complete must equal the reference's run."""
+    from trajviz.store import ExperimentFile
+
+    problems = []
+    with ExperimentFile(path) as f, ExperimentFile(reference) as ref:
+        f.verify()
+        for rid in f.run_ids():
+            info = f.run_info(rid)
+            n = info.n_checkpoints
+            if not _same(f.steps(rid), ref.steps(rid)[:n]):
+                problems.append(f"{rid}/steps")
+            if not _same(f.outputs(rid), ref.outputs(rid, slice(0, n))):
+                problems.append(f"{rid}/outputs")
+            for name, arr in f.metrics(rid).items():
+                if not _same(arr, ref.metrics(rid)[name][:n]):
+                    problems.append(f"{rid}/metrics/{name}")
+            if info.status == "complete" and n != ref.run_info(rid).n_checkpoints:
+                problems.append(f"{rid}: complete with {n} checkpoints")
+    return problems
+
+
+# --------------------------------------------------------------------------- the experiment
+
+
+@dataclass
+class Report:
+    kills_tried: int = 0
+    kills_survived: int = 0
+    inside_write: int = 0
+    before_file: int = 0
+    resumes: int = 0
+    live_reads: int = 0
+    live_checkpoints_seen: list[int] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    identical: bool = False
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        return (f"kills survived {self.kills_survived}/{self.kills_tried} "
+                f"({self.inside_write} inside an HDF5 write, {self.before_file} before the file "
+                f"existed); resumed {self.resumes} times; final file identical to the "
+                f"uninterrupted run: {self.identical}; live reads during the uninterrupted run: "
+                f"{self.live_reads} (checkpoints seen {self.live_checkpoints_seen[:1]}.."
+                f"{self.live_checkpoints_seen[-1:]}); {self.seconds:.0f} s")
+
+
+def _checkpoints(path: Path) -> int:
+    from trajviz.info import summarize
+
+    s = summarize(path, check=True)
+    return sum(sum(g.checkpoints) for g in s.groups.values())
+
+
+def inject(n_kills: int, workdir: Path, *, seed: int = 0, epochs: int = 3, n_train: int = 120,
+           delay: float = 0.002, in_write_fraction: float = 0.5, log=print) -> Report:
+    """Record once uninterrupted (reading it live), then record the same config again under
+    ``n_kills`` SIGKILLs, checking the file after each, resuming each time; compare."""
+    from trajviz.info import summarize  # noqa: F401  (imported before the clock starts)
+    from trajviz.lock import _TXN, OWNER_LEN, journal_path, read_hot_journal
+
+    TXN_LEN = _TXN.size
+
+    rng = random.Random(seed)
+    report = Report()
+    t_start = time.monotonic()
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg = workdir / "fault.toml"
+    cfg.write_text(TINY_TOML.format(epochs=epochs, n_train=n_train))
+    env = {"TRAJVIZ_DEBUG_WRITE_DELAY": str(delay)}
+    server = ForkServer()
+    try:
+        ref, out = workdir / "reference.h5", workdir / "killed.h5"
+        for p in (ref, out, journal_path(ref), journal_path(out)):
+            p.unlink(missing_ok=True)
+        t0 = time.monotonic()
+        server.start(["record", str(cfg), "-o", str(ref), "-q"], cwd=workdir,
+                     log=workdir / "reference.log", env=env)
+        # live reading while the reference records: must work and must not change its result
+        import select
+
+        while not select.select([server.proc.stdout], [], [], 0.02)[0]:
+            if ref.exists():
+                try:
+                    report.live_checkpoints_seen.append(_checkpoints(ref))
+                    report.live_reads += 1
+                except Exception as exc:  # noqa: BLE001 - any failure is a finding
+                    report.failures.append(f"live read failed: {type(exc).__name__}: {exc}")
+        rc = int(json.loads(server.proc.stdout.readline())["rc"])
+        duration = time.monotonic() - t0
+        if rc != 0:
+            raise RuntimeError(f"reference run failed (rc {rc}): "
+                               + (workdir / "reference.log").read_text()[-2000:])
+        seen = report.live_checkpoints_seen
+        if any(b < a for a, b in zip(seen, seen[1:])):
+            report.failures.append(f"live reads saw checkpoints go backwards: {seen}")
+        log(f"reference: {duration:.1f} s, {report.live_reads} live reads")
+
+        jpath = journal_path(out)
+        while report.kills_tried < n_kills:
+            mode = "in-write" if rng.random() < in_write_fraction else "random"
+            pid = server.start(["record", str(cfg), "-o", str(out), "--resume", "-q"], cwd=workdir,
+                               log=workdir / f"kill{report.kills_tried}.log", env=env)
+            report.resumes += out.exists()
+            t0 = time.monotonic()
+            if mode == "random":
+                time.sleep(rng.uniform(0.1, 0.8 * duration))
+            else:  # wait for an open transaction, a random number of transactions in
+                target, seen_txn, was_open = rng.randint(1, 40), 0, False
+                while time.monotonic() - t0 < 2 * duration:
+                    try:
+                        # pages saved in the journal: HDF5 is writing (flushing) right now
+                        is_open = jpath.stat().st_size > OWNER_LEN + TXN_LEN
+                    except FileNotFoundError:
+                        is_open = False
+                    if is_open and not was_open:
+                        seen_txn += 1
+                        if seen_txn >= target:
+                            break
+                    was_open = is_open
+                    time.sleep(0.0005)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            rc = server.wait()
+            if rc == 0:  # finished before the kill: not counted; start over on a new file
+                log(f"  run finished before the kill ({mode}); starting over")
+                out.unlink()
+                continue
+            report.kills_tried += 1
+            if rc != -signal.SIGKILL:
+                report.failures.append(f"kill {report.kills_tried}: exit {rc}, not SIGKILL: "
+                                       + (workdir / f"kill{report.kills_tried - 1}.log").read_text()[-500:])
+                continue
+            hot = out.exists() and read_hot_journal(out) is not None
+            report.inside_write += hot
+            report.before_file += not out.exists()
+            problems: list[str] = []
+            if out.exists():
+                try:
+                    problems = prefix_problems(out, ref)
+                except Exception as exc:  # noqa: BLE001
+                    problems = [f"{type(exc).__name__}: {exc}"]
+            if problems:
+                report.failures.append(f"kill {report.kills_tried} ({mode}): {problems}")
+            else:
+                report.kills_survived += 1
+            log(f"kill {report.kills_tried:>2} ({mode:<8}) after {time.monotonic() - t0:5.2f} s: "
+                f"{'inside a write' if hot else 'between writes' if out.exists() else 'no file yet'}"
+                f"; {'ok' if not problems else problems}")
+        rc = server.run(["record", str(cfg), "-o", str(out), "--resume", "-q"], cwd=workdir,
+                        log=workdir / "final.log")
+        report.resumes += 1
+        if rc != 0:
+            report.failures.append(f"final resume failed (rc {rc}): "
+                                   + (workdir / "final.log").read_text()[-1000:])
+        else:
+            diffs = differences(out, ref)
+            report.identical = not diffs
+            if diffs:
+                report.failures.append(f"final file differs from the reference at {diffs[:10]}")
+    finally:
+        server.close()
+    report.seconds = time.monotonic() - t_start
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--kills", type=int, default=24, help="SIGKILLs to deliver (default 24)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the kill schedule (default 0)")
+    p.add_argument("--epochs", type=int, default=4, help="fine-tuning epochs of the config (default 4)")
+    p.add_argument("--delay", type=float, default=0.002,
+                   help="seconds each HDF5 write sleeps (TRAJVIZ_DEBUG_WRITE_DELAY; default 0.002)")
+    p.add_argument("--quick", action="store_true", help="a smaller config (as in CI)")
+    p.add_argument("-o", "--output", type=Path, default=None,
+                   help="working folder (default: a temporary one)")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.output or Path(tmp)
+        report = inject(args.kills, work, seed=args.seed, epochs=2 if args.quick else args.epochs,
+                        n_train=80 if args.quick else 120, delay=args.delay)
+    print(report.summary())
+    for failure in report.failures:
+        print("FAILURE:", failure)
+    return 0 if not report.failures and report.identical else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
