@@ -18,7 +18,8 @@ from trajviz import __version__
 from trajviz.errors import TrajvizError
 
 #: subcommand modules, in the order ``--help`` lists them
-COMMANDS = ["record", "info", "config", "plot", "data", "sweep"]
+COMMANDS = ["record", "info", "config", "plot", "data", "sweep", "reproduce", "project",
+            "divergence", "landscape"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):

@@ -9,7 +9,7 @@ import importlib
 from trajviz.cli import HelpFormatter
 
 #: plot kinds, each a module trajviz.cli.plot_<kind>
-KINDS: list[str] = []
+KINDS: list[str] = ["trajectories"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,0 +1,72 @@
+"""``trajviz divergence``: divergence measures of trajectories in function space."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from trajviz.cli import HelpFormatter, add_common
+
+DESCRIPTION = """\
+Measure, in the original function space (not on a picture), per group and checkpoint: the
+spread (mean pairwise distance between the group's nets), the distance between group
+centroids, and how well groups separate (leave-one-out k-NN accuracy); and per group the
+divergence time (the checkpoint after which the group's nets move apart for good), with a
+bootstrap interval over seeds. Distance: RMS over probe examples of the Euclidean distance
+between the representations of two nets' outputs. Definitions: docs/project.md.
+Prints the table and saves it (.json: everything; .csv: the per-checkpoint rows).
+examples:
+  trajviz divergence runs/default.h5                       # -> runs/default.divergence.json
+  trajviz divergence runs/default.h5 --representation sqrt --n-boot 2000 -o div.csv
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from trajviz.project import REPRESENTATIONS
+
+    p = sub.add_parser("divergence", help="spread, centroid distance, k-NN separability and "
+                                          "divergence time of trajectories",
+                       description=DESCRIPTION, formatter_class=HelpFormatter)
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE", help="trajviz HDF5 file(s)")
+    p.add_argument("-o", "--output", type=Path, default=None,
+                   help="table file, .json or .csv (default: FILE with suffix .divergence.json)")
+    p.add_argument("--representation", choices=REPRESENTATIONS, default="probs",
+                   help="probs: probabilities; sqrt: square roots (Hellinger); log: log-probabilities")
+    p.add_argument("--groups", default=None,
+                   help="comma-separated groups to keep, e.g. none,sdae (None: all groups)")
+    p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE[,VALUE]",
+                   help="keep runs whose attribute KEY is one of the values (repeatable)")
+    p.add_argument("--checkpoints", default=None, metavar="START:STOP[:STRIDE]",
+                   help="checkpoint indices per run (None: all)")
+    p.add_argument("-k", type=int, default=5, help="neighbours of the leave-one-out k-NN accuracy")
+    p.add_argument("--tau", type=float, default=0.1,
+                   help="divergence threshold, as a fraction of the spread's rise after its minimum")
+    p.add_argument("--min-rise", type=float, default=0.1,
+                   help="a rise below this fraction of the minimum spread counts as no divergence")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples over seeds")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from trajviz.errors import ConfigError, OutputExistsError
+    from trajviz.metrics import divergence_table
+
+    output = args.output or args.files[0].with_suffix(".divergence.json")
+    if output.suffix.lower() not in (".json", ".csv"):
+        raise ConfigError(f"output {str(output)!r}: suffix must be .json or .csv")
+    if output.exists() and not args.overwrite:
+        raise OutputExistsError(f"{output} exists; pass --overwrite to replace it")
+    groups = [g.strip() for g in args.groups.split(",") if g.strip()] if args.groups else None
+    table = divergence_table(args.files, representation=args.representation, groups=groups,
+                             where=args.where, checkpoints=args.checkpoints, k=args.k,
+                             tau=args.tau, min_rise=args.min_rise, n_boot=args.n_boot,
+                             seed=args.seed, progress=not args.quiet)
+    print(table.format())
+    table.save(output, overwrite=args.overwrite)
+    if not args.quiet:
+        print(f"wrote {output}", file=sys.stderr)
+    return 0
