@@ -1,0 +1,176 @@
+"""Flat parameter vectors of the studies' MLPs, and the batched evaluation of many points
+``theta + C @ D`` (one coefficient row per point) in one pass.
+
+A net's parameters are handled as one flat vector (P,): the :func:`~trajviz.nets.mlp_module`
+state-dict arrays ("0.weight" (out, in), "0.bias" (out,), "2.weight", ...) concatenated in layer
+order, weight before bias. Directions are vectors of the same layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from trajviz.errors import FormatError
+
+#: upper bound on floats held by one hidden activation block (points x examples x units)
+_BLOCK_FLOATS = 1 << 23
+
+
+@dataclass(frozen=True)
+class ParamLayout:
+    """Names and shapes of an MLP's parameters, in flat-vector order."""
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, np.ndarray]) -> "ParamLayout":
+        """The layout of a :func:`~trajviz.nets.mlp_module` state dict."""
+        def key(name: str) -> tuple[int, int]:
+            layer, _, kind = name.partition(".")
+            if not layer.isdigit() or kind not in ("weight", "bias"):
+                raise FormatError(f"parameter {name!r} is not an mlp_module name "
+                                  "('<layer>.weight' or '<layer>.bias')")
+            return int(layer), 0 if kind == "weight" else 1
+
+        names = tuple(sorted(state, key=key))
+        if len(names) % 2 or any(key(n)[1] != i % 2 for i, n in enumerate(names)):
+            raise FormatError(f"parameters {list(state)} are not weight/bias pairs of an MLP")
+        return cls(names, tuple(tuple(int(s) for s in np.shape(state[n])) for n in names))
+
+    @property
+    def offsets(self) -> list[int]:
+        out = [0]
+        for shape in self.shapes:
+            out.append(out[-1] + int(np.prod(shape)))
+        return out
+
+    @property
+    def size(self) -> int:
+        """P, the number of parameters."""
+        return self.offsets[-1]
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.names) // 2
+
+    @property
+    def sizes(self) -> list[int]:
+        """Layer sizes [n_inputs, hidden..., n_classes]."""
+        return [self.shapes[0][1]] + [self.shapes[2 * l][0] for l in range(self.n_layers)]
+
+    def flatten(self, state: Mapping[str, np.ndarray]) -> np.ndarray:
+        """(P,) float64 vector of a state dict."""
+        missing = [n for n in self.names if n not in state]
+        if missing:
+            raise FormatError(f"parameters lack {missing[0]!r}")
+        for n, shape in zip(self.names, self.shapes):
+            if tuple(np.shape(state[n])) != shape:
+                raise FormatError(f"parameter {n!r} has shape {np.shape(state[n])}, expected {shape}")
+        return np.concatenate([np.asarray(state[n], dtype=np.float64).ravel() for n in self.names])
+
+    def unflatten(self, vec: np.ndarray) -> dict[str, np.ndarray]:
+        off = self.offsets
+        return {n: np.asarray(vec[off[i]:off[i + 1]]).reshape(s)
+                for i, (n, s) in enumerate(zip(self.names, self.shapes))}
+
+    def layer_views(self, vec: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """(weight (..., out, in), bias (..., out)) views per layer of (..., P) vectors."""
+        off, lead = self.offsets, vec.shape[:-1]
+        return [(vec[..., off[2 * l]:off[2 * l + 1]].reshape(*lead, *self.shapes[2 * l]),
+                 vec[..., off[2 * l + 1]:off[2 * l + 2]])
+                for l in range(self.n_layers)]
+
+    def weight_rows(self) -> list[tuple[int, int, int]]:
+        """(offset, n_rows, row_length) of every weight matrix (rows = output units)."""
+        off = self.offsets
+        return [(off[2 * l], self.shapes[2 * l][0], self.shapes[2 * l][1])
+                for l in range(self.n_layers)]
+
+
+def mean_nll(layout: ParamLayout, theta: Tensor, x: Tensor, y: Tensor) -> Tensor:
+    """Mean NLL of the net with flat parameters ``theta`` (P,) on (x (N, d), y (N,)); differentiable
+    in ``theta`` to any order (used for gradients and Hessian-vector products)."""
+    h = x
+    layers = layout.layer_views(theta)
+    for l, (w, b) in enumerate(layers):
+        h = h @ w.T + b
+        if l < len(layers) - 1:
+            h = torch.sigmoid(h)
+    return F.cross_entropy(h, y)
+
+
+class PointEvaluator:
+    """Training NLL and classification error at many points ``theta + coeffs @ directions``.
+
+    One call evaluates K points (rows of ``coeffs``, (K, m)) together: the first layer's
+    pre-activations are linear in the coefficients, so x @ W0 and x @ D0_j are computed once and
+    combined per point; every later layer multiplies K weight matrices in one batched product.
+    This replaces K model copies by O(m) matrix products on the data plus batched products whose
+    size is that of K forward passes of the hidden layers.
+    """
+
+    def __init__(self, layout: ParamLayout, theta: np.ndarray | Tensor, directions: np.ndarray | Tensor,
+                 x: Tensor, y: Tensor, *, dtype: torch.dtype = torch.float32):
+        self.layout = layout
+        dev = x.device
+        self.x = x.to(dtype)
+        self.y = y.to(dev)
+        self.theta = torch.as_tensor(np.asarray(theta), dtype=dtype, device=dev)
+        d = torch.as_tensor(np.asarray(directions), dtype=dtype, device=dev)
+        self.directions = d.reshape(-1, layout.size)
+        self.dtype = dtype
+
+    @property
+    def n_dims(self) -> int:
+        return int(self.directions.shape[0])
+
+    @torch.no_grad()
+    def __call__(self, coeffs: np.ndarray, max_points: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """Mean NLL and error, two (K,) float64 arrays, at the K points of ``coeffs`` (K, m)."""
+        c = torch.as_tensor(np.asarray(coeffs, dtype=np.float64).reshape(-1, self.n_dims),
+                            dtype=self.dtype, device=self.x.device)
+        nll, err = [], []
+        for s in range(0, c.shape[0], max_points):
+            a, b = self._eval(c[s:s + max_points])
+            nll.append(a)
+            err.append(b)
+        return np.concatenate(nll), np.concatenate(err)
+
+    def _eval(self, c: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        k = c.shape[0]
+        base = self.layout.layer_views(self.theta)
+        dirs = self.layout.layer_views(self.directions)  # (m, out, in), (m, out)
+        # per-point weights of the layers after the first: W + sum_j c_kj D_j, as (K, in, out)
+        later = []
+        for (w, b), (dw, db) in list(zip(base, dirs))[1:]:
+            wk = w + torch.einsum("km,moi->koi", c, dw)
+            bk = b + c @ db
+            later.append((wk.transpose(1, 2).contiguous(), bk[:, None, :]))
+        w0, b0 = base[0]
+        dw0, db0 = dirs[0]
+        width = max(self.layout.sizes[1:])
+        rows = max(1, min(self.x.shape[0], _BLOCK_FLOATS // max(1, k * width)))
+        tot_nll = torch.zeros(k, dtype=torch.float64, device=c.device)
+        tot_err = torch.zeros_like(tot_nll)
+        n_classes = self.layout.sizes[-1]
+        for s in range(0, self.x.shape[0], rows):
+            xb, yb = self.x[s:s + rows], self.y[s:s + rows]
+            pre0 = xb @ w0.T + b0                                   # (B, o)
+            pre_d = torch.einsum("bi,moi->mbo", xb, dw0) + db0[:, None, :]  # (m, B, o)
+            h = pre0[None] + torch.einsum("km,mbo->kbo", c, pre_d)  # (K, B, o)
+            for l, (wk, bk) in enumerate(later):
+                h = torch.baddbmm(bk, torch.sigmoid(h), wk)
+            bsz = xb.shape[0]
+            yy = yb.expand(k, bsz).reshape(-1)
+            nll = F.cross_entropy(h.reshape(k * bsz, n_classes), yy, reduction="none")
+            tot_nll += nll.view(k, bsz).double().sum(1)
+            tot_err += (h.argmax(-1) != yb).double().sum(1)
+        n = max(1, self.x.shape[0])
+        return (tot_nll / n).cpu().numpy(), (tot_err / n).cpu().numpy()

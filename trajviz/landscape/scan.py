@@ -1,0 +1,285 @@
+"""Scanning the training loss around stored parameters: :func:`scan_file`.
+
+For every selected run of a trajviz file: read its parameters (final, or a stored checkpoint),
+rebuild its training data from the file's config, generate (or, when resuming, re-read) the
+directions of every requested kind, evaluate 1-D scans (and 2-D grids) many alphas per pass with
+:class:`~trajviz.landscape.params.PointEvaluator`, and optionally the top Hessian eigenvalue and
+trace. Results go to a landscape file as they come (docs/format.md), one finished row at a time,
+so an interrupted scan resumes to the same numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from trajviz.config import config_from_dict
+from trajviz.data import load_dataset
+from trajviz.errors import ConfigError
+from trajviz.landscape import directions as dirs
+from trajviz.landscape.params import ParamLayout, PointEvaluator
+from trajviz.landscape.results import LandscapeResult, load_result
+from trajviz.progress import progress_bar
+from trajviz.store import COMPLETE, DIVERGED, ExperimentFile, LandscapeWriter
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    """What a scan computes; stored in the landscape file, and a resume must match it."""
+
+    directions: tuple[str, ...] = ("sgd",)   # kinds: sgd, gaussian, filter, hessian, pca, toward:RUN
+    n_directions: int = 7        # directions per kind (the studies: 7); toward gives 1
+    span: float = 2.5            # alphas run from -span to +span (the studies: 2.5)
+    points: int = 51             # alphas per direction, odd so alpha = 0 is one (the studies: 51)
+    grid: bool = False           # also a points x points grid over each kind's first 2 directions
+                                 # (not for toward, which gives one direction)
+    split: str = "train"         # split the loss is measured on
+    n_examples: int = 0          # seeded subset of the split (0 = all of it)
+    seed: int = 0                # seed of directions, subset and Hessian probes
+    checkpoint: int = -1         # -1 = final parameters; t >= 0 = stored checkpoint t
+    sgd_batch_size: int = 10     # minibatch of each sgd direction
+    hessian: bool = True         # top Hessian eigenvalue (Lanczos) and trace (Hutchinson) per run
+    hessian_iters: int = 20      # Lanczos steps
+    hutchinson_probes: int = 10  # Rademacher probes of the trace estimate
+    dtype: str = "float32"       # dtype of scan evaluation (Hessian products run in float64)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "directions", tuple(self.directions))
+
+    def validate(self) -> "ScanSettings":
+        if not self.directions:
+            raise ConfigError("directions: give at least one of sgd, gaussian, filter, hessian, pca, toward:RUN")
+        if len(set(self.directions)) != len(self.directions):
+            raise ConfigError(f"directions {list(self.directions)}: each kind may appear once")
+        for d in self.directions:
+            dirs.parse_kind(d)
+        if self.n_directions < 1 or (self.grid and self.n_directions < 2):
+            raise ConfigError(f"n_directions = {self.n_directions}: must be >= 1 (>= 2 with --grid)")
+        if not self.span > 0:
+            raise ConfigError(f"span = {self.span}: must be > 0")
+        if self.points < 3 or self.points % 2 == 0:
+            raise ConfigError(f"points = {self.points}: must be odd and >= 3, so alpha = 0 is scanned")
+        if self.split not in SPLITS:
+            raise ConfigError(f"split {self.split!r}: choose one of {', '.join(SPLITS)}")
+        for name in ("n_examples", "seed", "hessian_iters", "hutchinson_probes"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} = {getattr(self, name)}: must be >= 0")
+        if self.sgd_batch_size < 1:
+            raise ConfigError(f"sgd_batch_size = {self.sgd_batch_size}: must be >= 1")
+        if self.hessian and (self.hessian_iters < 1 or self.hutchinson_probes < 2):
+            raise ConfigError("Hessian measures need hessian_iters >= 1 and hutchinson_probes >= 2")
+        if self.checkpoint < -1:
+            raise ConfigError(f"checkpoint = {self.checkpoint}: -1 (final) or a checkpoint index >= 0")
+        if self.dtype not in ("float32", "float64"):
+            raise ConfigError(f"dtype {self.dtype!r}: choose float32 or float64")
+        return self
+
+    def alphas(self) -> np.ndarray:
+        """(points,) alphas from -span to +span, the middle one exactly 0."""
+        a = self.span * np.linspace(-1.0, 1.0, self.points)
+        a[self.points // 2] = 0.0
+        return a
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+def _subset(n: int, k: int, seed: int) -> np.ndarray | None:
+    if not k:
+        return None
+    if k > n:
+        raise ConfigError(f"n_examples = {k} exceeds the {n} examples of the split; lower it")
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EB5E7]))
+    return np.sort(rng.choice(n, size=k, replace=False))
+
+
+def _run_params(ef: ExperimentFile, run_id: str, checkpoint: int) -> dict[str, np.ndarray]:
+    if checkpoint < 0:
+        return ef.params(run_id, "final")
+    traj = ef.params(run_id, "trajectory")
+    t = next(iter(traj.values())).shape[0]
+    if checkpoint >= t:
+        raise ConfigError(f"checkpoint {checkpoint}: run {run_id!r} stores {t} checkpoints "
+                          f"(0..{t - 1})")
+    return {k: v[checkpoint] for k, v in traj.items()}
+
+
+def scan_file(path: str | Path, output: str | Path, *, settings: ScanSettings = ScanSettings(),
+              runs: Sequence[str] | None = None, mode: str = "create", device: str = "cpu",
+              progress: bool = False) -> LandscapeResult:
+    """Scan the loss around the parameters of ``runs`` (default: every run) of the trajviz file
+    ``path`` and write the results to the landscape file ``output``; returns them as read back.
+
+    ``mode``: ``"create"`` (refuse an existing output), ``"resume"`` (keep finished rows; the
+    settings must match) or ``"overwrite"``. Diverged and unfinished runs are left out with a
+    warning naming them.
+    """
+    settings.validate()
+    torch_device = torch.device(device)
+    dtype = torch.float64 if settings.dtype == "float64" else torch.float32
+    with ExperimentFile(path) as ef:
+        exp_cfg = config_from_dict(ef.config)
+        infos = {r.run_id: r for r in ef.runs()}
+        wanted = list(runs) if runs else list(infos)
+        unknown = [r for r in wanted if r not in infos]
+        if unknown:
+            raise ConfigError(f"run {unknown[0]!r} is not in {path}; runs there: "
+                              + ", ".join(list(infos)[:12]))
+        skipped = [r for r in wanted if infos[r].status == DIVERGED]
+        if skipped:
+            log.warning("left out diverged runs: %s", ", ".join(skipped))
+        unfinished = [r for r in wanted if infos[r].status not in (COMPLETE, DIVERGED)]
+        if unfinished:
+            log.warning("left out unfinished runs: %s", ", ".join(unfinished))
+        selected = [r for r in wanted if infos[r].status == COMPLETE]
+        if not selected:
+            raise ConfigError(f"{path}: no complete run to scan among {', '.join(wanted)}")
+        params = {r: _run_params(ef, r, settings.checkpoint) for r in selected}
+        kinds = [dirs.parse_kind(d) for d in settings.directions]
+        for kind, target in kinds:
+            if kind == "toward" and target not in params:
+                if target not in infos:
+                    raise ConfigError(f"toward:{target}: no run {target!r} in {path}")
+                if infos[target].status != COMPLETE:
+                    raise ConfigError(f"toward:{target}: run {target!r} is {infos[target].status}")
+                params[target] = _run_params(ef, target, settings.checkpoint)
+        trajectories = {}
+        if any(k == "pca" for k, _ in kinds):
+            for r in selected:
+                traj = ef.params(r, "trajectory")
+                lay = ParamLayout.from_state({k: v[0] for k, v in traj.items()})
+                t = next(iter(traj.values())).shape[0]
+                end = t if settings.checkpoint < 0 else settings.checkpoint + 1
+                trajectories[r] = np.stack([lay.flatten({k: v[i] for k, v in traj.items()})
+                                            for i in range(end)])
+        source_sha = ef.probe_sha256
+    data = load_dataset(exp_cfg.dataset)
+    split = data.split(settings.split)
+    idx = _subset(len(split), settings.n_examples, settings.seed)
+    xs, ys = (split.x, split.y) if idx is None else (split.x[idx], split.y[idx])
+    x = torch.as_tensor(xs, dtype=dtype, device=torch_device)
+    y = torch.as_tensor(ys, dtype=torch.long, device=torch_device)
+    alphas = settings.alphas()
+    layout = ParamLayout.from_state(params[selected[0]])
+    thetas = {r: layout.flatten(p) for r, p in params.items()}
+
+    writer = LandscapeWriter(output, config_json=settings.to_json(), source=str(path), mode=mode)
+    try:
+        if not writer.has("alphas"):
+            writer.write_array("alphas", alphas)
+            if idx is not None:
+                writer.write_array("examples", idx)
+            writer.set_attrs("/", experiment_config=json.dumps(exp_cfg.to_dict(), sort_keys=True),
+                             probe_sha256=source_sha)
+        n_grid = settings.points if settings.grid else 0
+        total = len(selected) * sum(1 if k == "toward" else settings.n_directions + n_grid
+                                    for k, _ in kinds)
+        bar = progress_bar(total=total, enabled=progress, desc="landscape", unit="row")
+        for rid in selected:
+            _scan_run(writer, rid, infos[rid], exp_cfg, settings, layout, thetas, trajectories,
+                      kinds, x, y, alphas, bar)
+        bar.close()
+    finally:
+        writer.close()
+    return load_result(output)
+
+
+def _directions(writer: LandscapeWriter, key: str, kind: str, target: str | None, rid: str,
+                settings: ScanSettings, layout: ParamLayout, thetas: dict[str, np.ndarray],
+                trajectories: dict[str, np.ndarray], x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """The run's directions of one kind: re-read when stored, else generated and stored."""
+    if writer.has(key):
+        return writer.read_array(key)
+    theta, n = thetas[rid], settings.n_directions
+    rng = dirs.direction_rng(settings.seed, rid, kind if target is None else f"{kind}:{target}")
+    extra = {}
+    if kind == "sgd":
+        d = dirs.sgd_directions(layout, theta, x, y, n, rng, settings.sgd_batch_size)
+    elif kind == "gaussian":
+        d = dirs.gaussian_directions(layout, n, rng)
+    elif kind == "filter":
+        d = dirs.filter_directions(layout, theta, n, rng)
+    elif kind == "hessian":
+        vals, d = dirs.hessian_directions(layout, theta, x, y, n, rng, settings.hessian_iters)
+        extra["eigenvalues"] = vals
+    elif kind == "pca":
+        d, explained = dirs.pca_directions(trajectories[rid], n)
+        if d.shape[0] < n:
+            log.warning("run %s: its trajectory gives only %d pca directions (asked %d)",
+                        rid, d.shape[0], n)
+        extra["explained_variance"] = explained
+    elif kind == "toward":
+        d = dirs.toward_direction(theta, thetas[target])
+        extra["target"] = target
+    else:  # parse_kind admits only the kinds above
+        raise ConfigError(f"direction kind {kind!r} has no generator")
+    d = np.asarray(d, dtype=np.float32)
+    writer.write_array(key, d, kind=kind, **extra)
+    return d
+
+
+def _scan_run(writer: LandscapeWriter, rid: str, info, exp_cfg, settings: ScanSettings,
+              layout: ParamLayout, thetas: dict[str, np.ndarray], trajectories: dict[str, np.ndarray],
+              kinds: list[tuple[str, str | None]], x: torch.Tensor, y: torch.Tensor,
+              alphas: np.ndarray, bar) -> None:
+    key = f"runs/{rid}"
+    if writer.get_attrs(key).get("status") == "complete":
+        bar.update(sum(1 if k == "toward" else settings.n_directions
+                       + (settings.points if settings.grid else 0) for k, _ in kinds))
+        return
+    theta = thetas[rid]
+    dtype = x.dtype
+    if not writer.has(key):
+        nll0, err0 = PointEvaluator(layout, theta, np.zeros((1, layout.size)), x, y, dtype=dtype)(np.zeros((1, 1)))
+        writer.set_attrs(key, group=info.group, pretrain=info.pretrain, seed=info.seed,
+                         depth=exp_cfg.model.depth, width=exp_cfg.model.width, n_params=layout.size,
+                         nll_at_theta=float(nll0[0]), error_at_theta=float(err0[0]), status="running")
+    for (kind, target), text in zip(kinds, settings.directions):
+        if kind == "toward" and target == rid:
+            log.info("run %s: skipping %s (the run itself)", rid, text)
+            bar.update(1)
+            continue
+        d = _directions(writer, f"{key}/directions/{text}", kind, target, rid, settings, layout,
+                        thetas, trajectories, x, y)
+        table = f"{key}/scan1d/{text}"
+        writer.require_rows(table, d.shape[0], (alphas.size,), ("nll", "error"))
+        done = writer.done_rows(table)
+        for i in range(d.shape[0]):
+            if not done[i]:
+                nll, err = PointEvaluator(layout, theta, d[i:i + 1], x, y, dtype=dtype)(alphas[:, None])
+                writer.write_row(table, i, nll=nll, error=err)
+            bar.update(1)
+        bar.update(settings.n_directions - d.shape[0] if kind != "toward" else 0)
+        if settings.grid and kind != "toward":
+            if d.shape[0] < 2:
+                raise ConfigError(f"run {rid}: {text} gave {d.shape[0]} direction; a grid needs 2")
+            table = f"{key}/scan2d/{text}"
+            writer.require_rows(table, alphas.size, (alphas.size,), ("nll", "error"))
+            done = writer.done_rows(table)
+            ev = PointEvaluator(layout, theta, d[:2], x, y, dtype=dtype)
+            for i, a in enumerate(alphas):
+                if not done[i]:
+                    nll, err = ev(np.stack([np.full_like(alphas, a), alphas], axis=1))
+                    writer.write_row(table, i, nll=nll, error=err)
+                bar.update(1)
+    if settings.hessian and "trace" not in writer.get_attrs(f"{key}/hessian"):
+        from trajviz.landscape.hessian import hutchinson_trace, hvp_operator, lanczos_top
+
+        hvp = hvp_operator(layout, theta, x, y)
+        rng = dirs.direction_rng(settings.seed, rid, "hessian-measures")
+        vals, _ = lanczos_top(hvp, layout.size, 1, n_iter=settings.hessian_iters, rng=rng, device=x.device)
+        trace, sem = hutchinson_trace(hvp, layout.size, n_probes=settings.hutchinson_probes, rng=rng,
+                                      device=x.device)
+        writer.set_attrs(f"{key}/hessian", top_eigenvalue=float(vals[0]), trace=trace, trace_sem=sem)
+    writer.set_attrs(key, status="complete")
