@@ -180,6 +180,9 @@ class EngineConfig:
     device: str = _f("cpu", "torch device: 'cpu', 'cuda', 'cuda:1', or 'auto' (CUDA when available)")
     nets_per_batch: int = _f(16, "nets trained together in one batched pass", lo=1)
     dtype: str = _f("float32", "floating-point type of training", choices=("float32", "float64"))
+    backend: str = _f("fast", "SGD steps: 'fast' (hand-derived fused updates, trajviz/engine.py) "
+                      "or 'autograd' (the reference; same numbers up to rounding)",
+                      choices=("fast", "autograd"))
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,8 @@ PRETRAINERS: dict[str, Callable[..., list[list[float]]]] = {
     "sdae": pretrain_sdae,
     "rbm": pretrain_rbm,
 }
+#: pre-trainers taking ``backend=`` (engine.backend: "fast" or "autograd"; trajviz/engine.py).
+_HAS_FAST_PATH = {"sdae"}
 
 
 def histogram_sample(values: Tensor, n: int, bins: int, generator: torch.Generator) -> Tensor:
@@ -87,12 +89,13 @@ def method_attrs(method: str | MethodSpec, depth: int) -> dict[str, Any]:
 
 
 def apply_method(net: StackedMLP, method: str | MethodSpec, x: Tensor, cfg: PretrainConfig,
-                 generators: Sequence[torch.Generator], *, progress: bool = False
-                 ) -> list[list[float]]:
+                 generators: Sequence[torch.Generator], *, progress: bool = False,
+                 backend: str = "fast") -> list[list[float]]:
     """Initialize the randomly initialized ``net`` in place as ``method`` says (module docstring).
 
     ``x`` (n, d): training inputs in [0, 1]. ``generators[k]``: net k's pre-training stream.
     Returns the pre-trainer's per-layer monitoring history (empty for ``none``).
+    ``backend`` (``engine.backend``) reaches the pre-trainers that have a fast path (sdae).
     """
     spec = parse_method(method) if isinstance(method, str) else method
     if spec.base == "none":
@@ -108,7 +111,8 @@ def apply_method(net: StackedMLP, method: str | MethodSpec, x: Tensor, cfg: Pret
                           f"depth {net.depth}")
     initial = {l - 1: (net.weights[l - 1].clone(), net.biases[l - 1].clone()) for l in spec.reinit}
     n_layers = spec.pretrained_layers(net.depth)
-    history = pretrainer(net, x, cfg, generators, n_layers=n_layers, progress=progress)
+    options = {"backend": backend} if spec.base in _HAS_FAST_PATH else {}
+    history = pretrainer(net, x, cfg, generators, n_layers=n_layers, progress=progress, **options)
     with torch.no_grad():
         for layer, (w0, _) in initial.items():
             net.weights[layer].copy_(w0)

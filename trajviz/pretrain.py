@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from trajviz.config import PretrainConfig
+from trajviz.engine import BACKENDS, SDAEStep
+from trajviz.errors import ConfigError
 from trajviz.nets import StackedMLP, uniform_init
 from trajviz.progress import progress_bar
 
@@ -49,14 +51,18 @@ def sdae_loss(x: Tensor, x_tilde: Tensor, w: Tensor, b: Tensor, w_dec: Tensor, c
 
 def pretrain_sdae(net: StackedMLP, x: Tensor, cfg: PretrainConfig,
                   generators: Sequence[torch.Generator], *, n_layers: int | None = None,
-                  progress: bool = False) -> list[list[float]]:
+                  progress: bool = False, backend: str = "fast") -> list[list[float]]:
     """Pre-train the hidden layers of ``net`` in place as a stack of denoising autoencoders.
 
     ``x`` (n, d) are the training inputs in [0, 1]; net k draws its example order, its masking
     noise and (untied) decoder init from ``generators[k]``. ``n_layers``: pre-train only the
     bottom ones (None = every hidden layer). Returns, per layer, the mean reconstruction loss of
-    each epoch averaged over nets (for monitoring and tests).
+    each epoch averaged over nets (for monitoring and tests). ``backend``: ``"fast"``
+    (:class:`trajviz.engine.SDAEStep`, hand-derived fused updates) or ``"autograd"`` (the
+    reference); both draw the same randomness and compute the same updates.
     """
+    if backend not in BACKENDS:
+        raise ConfigError(f"engine.backend = {backend!r}: choose one of {', '.join(BACKENDS)}")
     k_nets, n = net.n_nets, x.shape[0]
     history: list[list[float]] = []
     for layer in range(net.depth if n_layers is None else min(n_layers, net.depth)):
@@ -72,6 +78,7 @@ def pretrain_sdae(net: StackedMLP, x: Tensor, cfg: PretrainConfig,
             w_dec = torch.stack([uniform_init(d_hid, d_in, g, w.dtype) for g in generators])
             w_dec = w_dec.to(w.device).requires_grad_(True)
             params = [w, b, c, w_dec]
+        fast = SDAEStep(w, b, c, w_dec, cfg.lr) if backend == "fast" else None
         epochs_loss: list[float] = []
         bar = progress_bar(range(cfg.epochs), enabled=progress,
                            desc=f"pre-train layer {layer + 1}/{net.depth}", unit="epoch")
@@ -83,11 +90,15 @@ def pretrain_sdae(net: StackedMLP, x: Tensor, cfg: PretrainConfig,
                 with torch.no_grad():
                     clean = net.hidden(x[idx], layer) if layer else x[idx]
                     corrupted = mask_noise(clean, cfg.corruption, generators)
-                loss = sdae_loss(clean, corrupted, w, b, w.transpose(1, 2) if w_dec is None else w_dec, c)
-                grads = torch.autograd.grad(loss, params)
-                with torch.no_grad():
-                    for p, g in zip(params, grads):
-                        p.sub_(cfg.lr * g)
+                if fast is not None:
+                    loss = fast(clean, corrupted)
+                else:
+                    loss = sdae_loss(clean, corrupted, w, b,
+                                     w.transpose(1, 2) if w_dec is None else w_dec, c)
+                    grads = torch.autograd.grad(loss, params)
+                    with torch.no_grad():
+                        for p, g in zip(params, grads):
+                            p.sub_(cfg.lr * g)
                 total += float(loss.detach()) * idx.shape[1]
                 count += idx.shape[1]
             epochs_loss.append(total / max(count, 1) / k_nets)
