@@ -202,6 +202,8 @@ class ExperimentWriter:
                     self._f = h5py.File(self._session, "r+")
                     self._check_compatible(probe_sha, targets, n_classes, config_json)
                     self._f.flush()
+                    if self._session.failed():
+                        raise self._session.write_error
                 except BaseException as exc:
                     self._fail(exc)
                 self._session.commit()
@@ -234,6 +236,8 @@ class ExperimentWriter:
         try:
             self._f = h5py.File(self._session, "r+")
             self._f.flush()
+            if self._session.failed():
+                raise self._session.write_error
         except BaseException as exc:
             self._fail(exc)
         self._session.commit()
@@ -279,6 +283,8 @@ class ExperimentWriter:
             for op in self._pending:
                 op()
             self._f.flush()
+            if self._session.failed():
+                raise self._session.write_error
         except BaseException as exc:
             self._fail(exc)
         self._session.commit()
@@ -296,7 +302,11 @@ class ExperimentWriter:
                 self._f.close()
         except Exception:  # the HDF5 library's state is what failed; the journal decides
             pass
-        self._session.rollback()
+        try:
+            self._session.rollback()
+        except OSError as again:
+            log.warning("%s: rolling back failed too (%s); readers see the rolled-back state "
+                        "and the next writer (--resume) completes the rollback", self.path, again)
         if isinstance(exc, TrajvizError):
             raise exc
         cause = self._session.write_error
@@ -371,6 +381,8 @@ class ExperimentWriter:
                 self._session.begin(block=True, timeout=None)
                 try:
                     self._f.close()
+                    if self._session.failed():
+                        raise self._session.write_error
                 except BaseException as exc:
                     self._fail(exc)
                 self._session.commit()
@@ -906,7 +918,7 @@ def gather(sources: "list[ShardSource | str | Path]", output: str | Path, *, nam
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    log.info("gathered %d runs from %d files into %s", len(seen), len(srcs), output)
+    log.debug("gathered %d runs from %d files into %s", len(seen), len(srcs), output)
     return output
 
 

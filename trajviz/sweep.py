@@ -574,6 +574,9 @@ def run_sweep(spec: SweepSpec, output: str | Path, *, workers: int | None = None
         raise SweepError(f"retries = {retries}: must be >= 0")
     if workers is not None and workers < 1:
         raise SweepError(f"workers = {workers}: must be >= 1")
+    if only is not None and overwrite:
+        raise SweepError("--only cannot be combined with --overwrite: it would delete the shards "
+                         "of the other jobs; remove the shard folder yourself to redo a sweep")
     output = Path(output)
     shards = Path(shards_dir) if shards_dir is not None else default_shards_dir(output)
     jobs = expand(spec)
