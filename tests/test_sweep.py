@@ -115,17 +115,17 @@ def test_expand_grid_times_seeds():
     assert len({j.key for j in jobs}) == len(jobs)
     assert [j.index for j in jobs] == list(range(12))
     first = jobs[0]
-    assert first.label == "width=10,methods=none" and first.key == "width=10,methods=none-seed0"
+    assert first.label == "width=10;methods=none" and first.key == "width=10;methods=none-seed0"
     assert first.config.seeds == [0] and first.config.model.width == 10
     last = jobs[-1]
     assert last.point == {"model.width": 20, "pretrain.methods": ["none", "sdae"]}
     assert last.config.pretrain.methods == ["none", "sdae"] and last.seed == 2
-    assert last.label == "width=20,methods=none+sdae"
+    assert last.label == "width=20;methods=none+sdae"
 
 
 def test_labels_disambiguate_keys_with_the_same_last_part():
     spec = sweep.sweep_from_dict({**TINY_SWEEP, "sweep": {"train.epochs": [1], "pretrain.epochs": [2]}})
-    assert sweep.expand(spec)[0].label == "train.epochs=1,pretrain.epochs=2"
+    assert sweep.expand(spec)[0].label == "train.epochs=1;pretrain.epochs=2"
 
 
 def test_no_grid_is_one_job_per_seed():
@@ -154,7 +154,7 @@ def test_load_sweep_flattens_tables_and_applies_set(tmp_path):
     assert spec.grid == {"model.width": [10, 12], "train.lr": [0.1, 0.2]}
     jobs = sweep.expand(spec)
     assert len(jobs) == 4 and all(j.config.train.epochs == 2 for j in jobs)
-    assert jobs[1].label == "width=10,lr=0.2"
+    assert jobs[1].label == "width=10;lr=0.2"
     with pytest.raises(ConfigError, match="does not exist"):
         sweep.load_sweep(tmp_path / "missing.toml")
 

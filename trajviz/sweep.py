@@ -90,7 +90,7 @@ class SweepJob:
 
     index: int
     key: str                 # unique, file-name safe: "<label>-seed<seed>" ("seed<seed>" if no grid)
-    label: str               # the grid point, e.g. "width=20,methods=sdae" ("" if no grid)
+    label: str               # the grid point, e.g. "width=20;methods=sdae" ("" if no grid)
     point: dict[str, Any]    # dotted key -> value of this grid point
     seed: int
     config: ExperimentConfig  # base config with the point's values and seeds = [seed]
@@ -198,9 +198,9 @@ def _short_keys(keys: Sequence[str]) -> dict[str, str]:
 
 
 def point_label(point: Mapping[str, Any], short: Mapping[str, str]) -> str:
-    """A readable, file-name and HDF5-name safe label of a grid point, e.g. ``width=20,lr=0.1``."""
-    text = ",".join(f"{short[k]}={_format_value(v)}" for k, v in point.items())
-    return re.sub(r"[^A-Za-z0-9._+=,-]", "_", text)
+    """A readable, file-name and HDF5-name safe label of a grid point, e.g. ``width=20;lr=0.1``."""
+    text = ";".join(f"{short[k]}={_format_value(v)}" for k, v in point.items())
+    return re.sub(r"[^A-Za-z0-9._+=;-]", "_", text)
 
 
 def expand(spec: SweepSpec) -> list[SweepJob]:
