@@ -64,7 +64,10 @@ nets_per_batch = 2
 # and forks one child per request; it reports the child's pid at once and its status when done.
 SERVER = r"""
 import json, os, resource, signal, sys, traceback
-import trajviz.cli, trajviz.train  # noqa: F401  (warm imports, no torch ops)
+import importlib
+for _mod in sys.argv[1:]:
+    importlib.import_module(_mod)  # warm imports, no torch ops
+import trajviz.cli
 for line in sys.stdin:
     req = json.loads(line)
     pid = os.fork()
@@ -95,9 +98,10 @@ for line in sys.stdin:
 class ForkServer:
     """Runs ``trajviz`` command lines in processes forked from one warm Python."""
 
-    def __init__(self, env: dict[str, str] | None = None):
+    def __init__(self, env: dict[str, str] | None = None,
+                 warm: tuple[str, ...] = ("trajviz.cli", "trajviz.train")):
         full_env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(env or {})}
-        self.proc = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-c", SERVER, *warm], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, env=full_env, cwd=ROOT)
 
     def start(self, argv: list[str], *, cwd: Path, log: Path, env: dict[str, str] | None = None,
@@ -110,12 +114,16 @@ class ForkServer:
             raise RuntimeError("fork server died")
         return int(json.loads(line)["pid"])
 
-    def wait(self, timeout: float = 600) -> int:
-        """Exit code of the last started child (negative: killed by that signal)."""
+    def wait(self, timeout: float = 600, pid: int | None = None) -> int:
+        """Exit code of the last started child (negative: killed by that signal). If it runs
+        past ``timeout`` s it is killed (given its ``pid``) and TimeoutError is raised."""
         import select
 
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         if not ready:
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+                self.proc.stdout.readline()
             raise TimeoutError(f"child did not finish within {timeout} s")
         return int(json.loads(self.proc.stdout.readline())["rc"])
 
@@ -230,7 +238,8 @@ def _checkpoints(path: Path) -> int:
 
 
 def inject(n_kills: int, workdir: Path, *, seed: int = 0, epochs: int = 3, n_train: int = 120,
-           delay: float = 0.002, in_write_fraction: float = 0.5, log=print) -> Report:
+           delay: float = 0.002, in_write_fraction: float = 0.5, log=print,
+           server: ForkServer | None = None) -> Report:
     """Record once uninterrupted (reading it live), then record the same config again under
     ``n_kills`` SIGKILLs, checking the file after each, resuming each time; compare."""
     from trajviz.info import summarize  # noqa: F401  (imported before the clock starts)
@@ -245,14 +254,17 @@ def inject(n_kills: int, workdir: Path, *, seed: int = 0, epochs: int = 3, n_tra
     cfg = workdir / "fault.toml"
     cfg.write_text(TINY_TOML.format(epochs=epochs, n_train=n_train))
     env = {"TRAJVIZ_DEBUG_WRITE_DELAY": str(delay)}
-    server = ForkServer()
+    own_server = server is None
+    server = server or ForkServer()
     try:
         ref, out = workdir / "reference.h5", workdir / "killed.h5"
         for p in (ref, out, journal_path(ref), journal_path(out)):
             p.unlink(missing_ok=True)
         t0 = time.monotonic()
+        # slower writes in the reference, so that live reads overlap its recording
         server.start(["record", str(cfg), "-o", str(ref), "-q"], cwd=workdir,
-                     log=workdir / "reference.log", env=env)
+                     log=workdir / "reference.log",
+                     env={"TRAJVIZ_DEBUG_WRITE_DELAY": str(max(delay, 0.01))})
         # live reading while the reference records: must work and must not change its result
         import select
 
@@ -276,8 +288,10 @@ def inject(n_kills: int, workdir: Path, *, seed: int = 0, epochs: int = 3, n_tra
         jpath = journal_path(out)
         while report.kills_tried < n_kills:
             mode = "in-write" if rng.random() < in_write_fraction else "random"
+            # in-write kills slow every HDF5 write down to widen the window; random ones do not
             pid = server.start(["record", str(cfg), "-o", str(out), "--resume", "-q"], cwd=workdir,
-                               log=workdir / f"kill{report.kills_tried}.log", env=env)
+                               log=workdir / f"kill{report.kills_tried}.log",
+                               env=env if mode == "in-write" else {})
             report.resumes += out.exists()
             t0 = time.monotonic()
             if mode == "random":
@@ -338,7 +352,8 @@ def inject(n_kills: int, workdir: Path, *, seed: int = 0, epochs: int = 3, n_tra
             if diffs:
                 report.failures.append(f"final file differs from the reference at {diffs[:10]}")
     finally:
-        server.close()
+        if own_server:
+            server.close()
     report.seconds = time.monotonic() - t_start
     return report
 

@@ -365,9 +365,15 @@ class WriteSession:
     def rollback(self) -> None:
         """Undo the current transaction from the journal, in this process (e.g. after a write
         failed): the file returns to its state at :meth:`begin`."""
-        hot = parse_journal(_read_all(self._jfd), os.fstat(self._fd).st_size)
-        if hot is not None:
-            _restore(self._fd, hot)
+        try:
+            hot = parse_journal(_read_all(self._jfd), os.fstat(self._fd).st_size)
+            if hot is not None:
+                _restore(self._fd, hot)
+        except OSError:
+            # the journal stays hot: readers see the rolled-back state, the next writer
+            # (--resume) finishes the rollback
+            self._end()
+            raise
         os.ftruncate(self._jfd, OWNER_LEN)
         self._end()
 
@@ -375,6 +381,10 @@ class WriteSession:
         self._in_txn = False
         self._saved = set()
         fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def failed(self) -> bool:
+        """Whether a write of the current transaction failed (and later ones were dropped)."""
+        return self.write_error is not None
 
     def discard_writes(self) -> None:
         """From now on writes are dropped silently: lets h5py close after a failure without
@@ -438,8 +448,11 @@ class WriteSession:
             while done < len(data):
                 done += os.pwrite(self._fd, data[done:], self._pos + done)
         except OSError as exc:
+            # Not raised into HDF5: its error paths after a failed write of the fileobj driver
+            # can crash the process. The rest of the transaction is dropped instead, and the
+            # writer sees ``write_error`` and rolls back (every page touched is in the journal).
             self.write_error = self.write_error or exc
-            raise
+            self._discard = True
         self._pos += len(data)
         if self.debug_delay:
             time.sleep(self.debug_delay)
@@ -454,9 +467,9 @@ class WriteSession:
         try:
             self._save_pages(size, self._committed)
             os.ftruncate(self._fd, size)
-        except OSError as exc:
+        except OSError as exc:  # as in write(): dropped, seen by the writer, rolled back
             self.write_error = self.write_error or exc
-            raise
+            self._discard = True
         return size
 
     def flush(self) -> None:

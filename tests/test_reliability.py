@@ -1,0 +1,320 @@
+"""Crash safety, locking, live reading, disk full and diverging training (docs/reliability.md).
+
+The SIGKILL suite is the short version of benchmarks/fault_injection.py (same code, fewer
+kills); crashes inside HDF5 writes are also injected deterministically, at every write of a
+small writing scenario, in forked processes that die half-way through a write.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib.util
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trajviz.errors import FileLockedError, StoreWriteError
+from trajviz.lock import OWNER_LEN, WriteSession, journal_path, read_hot_journal
+from trajviz.store import ExperimentFile, ExperimentWriter
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("fault_injection", ROOT / "benchmarks" / "fault_injection.py")
+fi = importlib.util.module_from_spec(_spec)
+sys.modules["fault_injection"] = fi
+_spec.loader.exec_module(fi)
+
+TARGETS = np.array([0, 1, 2, 1, 0, 2])
+RUNS = ("a", "b", "c")
+
+
+def scenario(path: Path, mode: str = "create") -> None:
+    """A small deterministic recording: three runs, four checkpoints each, run b keeping its
+    parameter trajectory; a resume skips complete runs and redoes the rest."""
+    with ExperimentWriter(path, probe_targets=TARGETS, probe_sha="p", n_classes=3, name="s",
+                          config_json='{"a": 1}', mode=mode) as w:
+        done = w.completed_runs()
+        for i, rid in enumerate(RUNS):
+            if rid in done:
+                continue
+            rng = np.random.default_rng(i)
+            probs = rng.dirichlet(np.ones(3), size=(4, 6)).astype(np.float32)
+            run = w.start_run(rid, seed=i, pretrain="none")
+            for t in range(4):
+                run.append(10 * t, probs[t], {"train_nll": 1.0 / (t + 1), "test_error": 0.1 * t},
+                           epoch=float(t),
+                           params={"w": rng.normal(size=(3, 2))} if rid == "b" else None)
+            run.write_params({"w": np.full((3, 2), i, dtype=np.float32)})
+            run.finish()
+
+
+@pytest.fixture(scope="module")
+def expected(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("ref") / "ref.h5"
+    scenario(path)
+    return path
+
+
+def _count_writes(tmp_path: Path, monkeypatch) -> int:
+    calls = [0]
+    orig = WriteSession.write
+
+    def counting(self, data):
+        calls[0] += 1
+        return orig(self, data)
+
+    monkeypatch.setattr(WriteSession, "write", counting)
+    scenario(tmp_path / "count.h5")
+    monkeypatch.setattr(WriteSession, "write", orig)
+    return calls[0]
+
+
+def _crash_child(path: Path, k: int, how: str) -> int:
+    """Fork; the child runs the scenario and dies (os._exit) at its k-th HDF5 write: after
+    writing half of it ('half') or all of it ('after'). Returns the child's exit code."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            calls = [0]
+            orig = WriteSession.write
+
+            def crashing(self, data):
+                calls[0] += 1
+                if calls[0] == k:
+                    data = bytes(data)
+                    if how == "half":
+                        self._save_pages(self._pos, self._pos + len(data))
+                        os.pwrite(self._fd, data[:len(data) // 2], self._pos)
+                    else:
+                        orig(self, data)
+                    os._exit(77)
+                return orig(self, data)
+
+            WriteSession.write = crashing
+            scenario(path, mode="resume")
+            os._exit(0)
+        except BaseException:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    return os.WEXITSTATUS(status)
+
+
+def test_a_crash_at_any_hdf5_write_leaves_a_readable_prefix_and_resume_completes_it(
+        tmp_path, expected, monkeypatch):
+    n_writes = _count_writes(tmp_path, monkeypatch)
+    assert n_writes > 20
+    ks = sorted(set(np.linspace(1, n_writes, 14).astype(int)))
+    hot = 0
+    for i, k in enumerate(ks):
+        how = ("half", "after")[i % 2]
+        path = tmp_path / f"crash{k}.h5"
+        assert _crash_child(path, k, how) == 77, f"the child did not reach write {k}"
+        hot += read_hot_journal(path) is not None
+        problems = fi.prefix_problems(path, expected)  # opens, verifies, compares checkpoints
+        assert not problems, (k, how, problems)
+        scenario(path, mode="resume")
+        assert fi.differences(path, expected) == [], (k, how)
+        assert not journal_path(path).exists()
+    assert hot >= len(ks) // 2  # most crashes did land inside a transaction
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = fi.ForkServer()
+    yield s
+    s.close()
+
+
+def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, server):
+    """The CI version of benchmarks/fault_injection.py: 3 SIGKILLs of `trajviz record`."""
+    report = fi.inject(3, tmp_path, seed=3, epochs=2, n_train=80, in_write_fraction=0.7,
+                       log=lambda *a: None, server=server)
+    assert report.failures == []
+    assert report.kills_tried == report.kills_survived == 3
+    assert report.identical
+    assert report.live_reads >= 1  # `info`'s library twin read the reference as it recorded
+
+
+def test_disk_full_says_so_and_keeps_the_complete_checkpoints(tmp_path, server):
+    cfg = tmp_path / "fault.toml"
+    cfg.write_text(fi.TINY_TOML.format(epochs=2, n_train=80))
+    out = tmp_path / "full.h5"
+    rc = server.run(["record", str(cfg), "-o", str(out), "-q"], cwd=tmp_path,
+                    log=tmp_path / "full.log", fsize=160 * 1024)
+    err = (tmp_path / "full.log").read_text().strip().splitlines()
+    assert rc == 1, err
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    assert "file-size limit" in err[0] and "--resume" in err[0]
+    with ExperimentFile(out) as f:
+        f.verify()
+        assert sum(f.run_info(r).n_checkpoints for r in f.run_ids()) >= 1
+    rc = server.run(["record", str(cfg), "-o", str(out), "--resume", "-q"], cwd=tmp_path,
+                    log=tmp_path / "resume.log")
+    assert rc == 0, (tmp_path / "resume.log").read_text()
+    with ExperimentFile(out) as f:
+        assert {f.run_info(r).status for r in f.run_ids()} == {"complete"}
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_a_failed_write_is_rolled_back_and_reported(tmp_path, monkeypatch, expected, persistent):
+    """Disk full at the 60th write: once (the rollback then succeeds in-process), or for
+    good (the rollback fails too; readers see the rolled-back state, --resume completes it)."""
+    path = tmp_path / "f.h5"
+    orig = os.pwrite
+    calls = [0]
+
+    def failing(fd, data, offset):
+        calls[0] += 1
+        if calls[0] == 60 or (persistent and calls[0] > 60):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return orig(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", failing)
+    with pytest.raises(StoreWriteError, match="disk is full.*rerun with --resume"):
+        scenario(path)
+    monkeypatch.setattr(os, "pwrite", orig)
+    assert not fi.prefix_problems(path, expected)
+    scenario(path, mode="resume")
+    assert fi.differences(path, expected) == []
+
+
+# --------------------------------------------------------------------------- locking
+
+
+def _writer(path: Path, mode: str = "resume") -> ExperimentWriter:
+    return ExperimentWriter(path, probe_targets=TARGETS, probe_sha="p", n_classes=3,
+                            config_json='{"a": 1}', mode=mode)
+
+
+def test_a_second_writer_is_refused_naming_the_first(tmp_path):
+    path = tmp_path / "f.h5"
+    first = _writer(path, "create")
+    try:
+        with pytest.raises(FileLockedError, match=rf"being written by .*pid {os.getpid()}"):
+            _writer(path)
+        assert path.exists()
+    finally:
+        first.close()
+    assert not journal_path(path).exists()
+    _writer(path).close()  # free again
+
+
+def test_record_refuses_a_file_being_written(tmp_path, capsys):
+    from trajviz.cli import main
+
+    cfg = tmp_path / "fault.toml"
+    cfg.write_text(fi.TINY_TOML.format(epochs=1, n_train=40))
+    out = tmp_path / "busy.h5"
+    holder = _writer(out, "create")
+    try:
+        rc = main(["record", str(cfg), "-o", str(out), "--resume", "-q"])
+    finally:
+        holder.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1, err
+    assert "being written by another trajviz process" in err[0] and "Traceback" not in err[0]
+
+
+def test_a_killed_writer_leaves_no_lock_behind(tmp_path, expected):
+    """The lock is an flock: the kernel drops it with the process. The journal (and its owner
+    block naming the dead pid) stays, and the next writer takes over at once."""
+    path = tmp_path / "f.h5"
+    scenario(path)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child holds the file open, then is killed
+        _writer(path)
+        os.kill(os.getpid(), signal.SIGSTOP)
+        os._exit(0)
+    os.waitpid(pid, os.WUNTRACED)
+    with pytest.raises(FileLockedError, match=f"pid {pid}"):
+        _writer(path)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    assert journal_path(path).stat().st_size >= OWNER_LEN  # stale journal left behind
+    t0 = time.monotonic()
+    _writer(path).close()
+    assert time.monotonic() - t0 < 5
+    assert fi.differences(path, expected) == []
+
+
+# --------------------------------------------------------------------------- live reading
+
+
+def test_readers_see_committed_state_and_writers_queue_meanwhile(tmp_path):
+    path = tmp_path / "f.h5"
+    w = _writer(path, "create")
+    run = w.start_run("a", seed=0, pretrain="none")
+    probs = np.full((6, 3), 1 / 3, dtype=np.float32)
+    run.append(0, probs, {"train_nll": 1.0})
+    reader = ExperimentFile(path)
+    assert reader.run_info("a").n_checkpoints == 1
+    t0 = time.monotonic()
+    for t in range(1, 4):  # the reader holds the file: appends queue, they do not wait
+        run.append(t, probs, {"train_nll": 1.0})
+    assert time.monotonic() - t0 < 1.0
+    assert run.n_checkpoints == 4 and reader.run_info("a").n_checkpoints == 1
+    reader.close()
+    run.finish()  # the reader is gone: the queue is written
+    with ExperimentFile(path) as f:
+        assert f.steps("a").tolist() == [0, 1, 2, 3]
+        assert f.run_info("a").status == "complete"
+    w.close()
+
+
+# --------------------------------------------------------------------------- diverging
+
+
+def test_a_diverged_net_stops_while_the_others_train_exactly_as_alone():
+    import torch
+
+    from trajviz.config import TrainConfig
+    from trajviz.nets import StackedMLP
+    from trajviz.train import finetune, run_streams
+
+    x = torch.as_tensor(np.random.default_rng(0).normal(size=(40, 5)), dtype=torch.float32)
+    y = torch.as_tensor(np.arange(40) % 2)
+    cfg = TrainConfig(epochs=2, lr=0.1, batch_size=10)
+
+    def train(seeds, poison=None):
+        st = [run_streams(s) for s in seeds]
+        net = StackedMLP.init([5, 4, 2], [s.init for s in st])
+        active = np.ones(len(seeds), dtype=bool)
+        if poison is not None:
+            with torch.no_grad():
+                for w in net.weights:
+                    w[poison] = float("nan")
+            active[poison] = False
+        finetune(net, (x, y), cfg, [s.order for s in st], lambda step, epoch: None,
+                 active=active, backend="autograd")
+        return net
+
+    both = train([0, 1], poison=1)
+    alone = train([0])
+    for wb, wa in zip(both.parameters(), alone.parameters()):
+        assert torch.equal(wb[0], wa[0])
+    assert all(torch.isnan(w[1]).all() for w in both.weights)  # untouched, no update
+
+
+def test_a_huge_learning_rate_is_flagged_diverged_and_info_shows_it(tmp_path, tiny_dict):
+    from trajviz.config import config_from_dict
+    from trajviz.info import summarize
+    from trajviz.train import record_experiment
+
+    tiny_dict.update(seeds=[0])
+    tiny_dict["pretrain"].update(methods=["none"])
+    tiny_dict["train"].update(lr=1e38, epochs=3)  # representable in float32
+    out = record_experiment(config_from_dict(tiny_dict), tmp_path / "div.h5")
+    with ExperimentFile(out) as f:
+        (rid,) = f.run_ids()
+        info, attrs = f.run_info(rid), f.run_attrs(rid)
+        assert info.status == "diverged" and attrs["diverged_step"] > 0
+        assert info.n_checkpoints >= 1
+        assert np.isfinite(f.metrics(rid)["train_nll"]).all()  # recorded only while finite
+    summary = summarize(out)
+    assert summary.diverged == {rid: int(attrs["diverged_step"])}
+    assert f"{rid} at step {attrs['diverged_step']}" in summary.format()
