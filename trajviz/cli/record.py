@@ -12,8 +12,9 @@ DESCRIPTION = """\
 Train every run of an experiment config (each seed once per pre-training method spec, e.g.
 none, sdae, rbm, sdae+hist, sdae+reinit=2, sdae+layers=1; docs/config.md) and record, at every
 checkpoint, each net's softmax outputs on the probe set plus train/valid/test NLL and error,
-and at the end the checkpoint of best validation error, into one HDF5 file (docs/format.md). Without CONFIG: the built-in default experiment
-(Shapeset, 2 hidden layers, 8 seeds with and 8 without SDAE pre-training).
+and at the end the checkpoint of best validation error, into one HDF5 file (docs/format.md).
+Without CONFIG: the built-in default experiment (Shapeset, 2 hidden layers, 8 seeds with and 8
+without SDAE pre-training).
 
 Every config key and its default: `trajviz config --show-defaults`.
 examples:
