@@ -343,12 +343,17 @@ def test_data_fetch_default_dir(monkeypatch):
         build_parser().parse_args(["data", "fetch", "cifar"])
 
 
-def test_every_config_key_documented():
+def test_every_config_key_documented(capsys):
     doc = (ROOT / "docs" / "config.md").read_text()
     section = ""
     for line in show_defaults().splitlines():
         if line.startswith("["):
             section = line.strip("[]") + "."
         elif "=" in line:
-            key = section + line.split("=")[0].strip()
-            assert f"`{key}`" in doc, f"{key} is missing from docs/config.md"
+            name, _, rest = line.partition(" = ")
+            key, default = section + name.strip(), rest.split("  # ")[0]
+            assert f"| `{key}` | `{default}` |" in doc, \
+                f"{key} (default {default}) is missing or has another default in docs/config.md"
+    assert main(["config", "--show-defaults", "--markdown"]) == 0
+    assert capsys.readouterr().out in doc, \
+        "docs/config.md is stale: paste `trajviz config --show-defaults --markdown` at its end"

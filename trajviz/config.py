@@ -371,6 +371,35 @@ def show_defaults() -> str:
     return "\n".join(lines) + "\n"
 
 
+def defaults_table() -> str:
+    """Every config key as a Markdown table (key, default, meaning): the key table of
+    docs/config.md, from the same metadata as :func:`show_defaults`."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+
+    def emit(cls: type, obj: Any, section: str) -> None:
+        sub = []
+        for f in dataclasses.fields(cls):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                sub.append((f.name, type(value), value))
+                continue
+            meta = f.metadata
+            note = meta.get("doc", "")
+            if meta.get("choices"):
+                note += "; one of " + ", ".join(f"`{c}`" for c in meta["choices"])
+            bounds = [f">= {meta['lo']}" if meta.get("lo") is not None else "",
+                      f"<= {meta['hi']}" if meta.get("hi") is not None else ""]
+            if any(bounds):
+                note += "; " + " and ".join(b for b in bounds if b)
+            note = note.replace("|", "\\|")
+            rows.append(f"| `{section + f.name}` | `{_toml_value(value)}` | {note} |")
+        for name, tp, value in sub:
+            emit(tp, value, section + name + ".")
+
+    emit(ExperimentConfig, ExperimentConfig(), "")
+    return "\n".join(rows) + "\n"
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

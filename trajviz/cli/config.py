@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=HelpFormatter)
     p.add_argument("config", nargs="?", metavar="CONFIG", help="experiment TOML file to validate")
     p.add_argument("--show-defaults", action="store_true", help="print all keys with defaults")
+    p.add_argument("--markdown", action="store_true",
+                   help="with --show-defaults: as the Markdown key table of docs/config.md")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeatable)")
     p.add_argument("-o", "--output", type=Path, default=None, help="write to this file, not stdout")
@@ -25,10 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trajviz.config import load_config, show_defaults
+    from trajviz.config import defaults_table, load_config, show_defaults
 
     if args.show_defaults:
-        text = show_defaults()
+        text = defaults_table() if args.markdown else show_defaults()
     else:
         import json
 
