@@ -3,8 +3,8 @@ partial pre-training, L2, model selection, the experiment configs in runs/, `tra
 
 from __future__ import annotations
 
-import copy
 import dataclasses
+import json
 import re
 from pathlib import Path
 
@@ -308,8 +308,11 @@ def test_run_configs_record_end_to_end(name, tmp_path, monkeypatch, capsys):
     out = tmp_path / f"{name}.h5"
     args = ["record", str(path), "-q", "-o", str(out)] + [a for s in SHRINK for a in ("--set", s)]
     assert main(args) == 0
-    assert main(["info", str(out)]) == 0
+    assert main(["info", str(out), "-o", str(tmp_path / "info.json")]) == 0
     text = capsys.readouterr().out
+    summary = json.loads((tmp_path / "info.json").read_text())
+    assert set(summary["groups"]) == set(cfg.pretrain.methods)
+    assert all(len(g["test_error_at_best"]) == 1 for g in summary["groups"].values())
     assert "test err @ best valid" in text
     for method in cfg.pretrain.methods:
         line = next(l for l in text.splitlines() if l.split(" ")[0] == method)
