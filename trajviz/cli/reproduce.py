@@ -1,0 +1,67 @@
+"""``trajviz reproduce``: every finding of the pre-training studies by one command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from trajviz.cli import HelpFormatter, add_common
+
+DESCRIPTION = """\
+Reproduce findings F1-F10 of Erhan et al. (2009, 2010): record whatever results are missing
+(resumable: finished runs are never redone), scan the error landscapes, compute each finding's
+statistic with a bootstrap 95% interval and a verdict (rule: docs/findings.md), draw the figures
+(PDF, PNG, GIF) and write report.md, report.html and findings.json into the output directory.
+
+The studies are defined by runs/studies/*.toml, each with a `quick` profile (digits and
+Shapeset subsets, a few seeds; about 20 minutes on 2 CPU cores for all ten findings) and a
+`full` profile (MNIST, up to 400 seeds, 50 epochs; a GPU box or a cluster). docs/reproduce.md.
+examples:
+  trajviz reproduce                          # quick profile, all findings -> reproduce-quick/
+  trajviz reproduce --only F1,F10 -o out/    # only what F1 and F10 need
+  trajviz reproduce --profile full -o full/  # the studies' sizes (needs MNIST: trajviz data fetch mnist)
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reproduce", help="reproduce the pre-training studies' findings, with figures and a report",
+                       description=DESCRIPTION, formatter_class=HelpFormatter)
+    p.add_argument("--profile", choices=("quick", "full"), default="quick",
+                   help="study sizes: quick (2 CPU cores) or full (the studies' sizes)")
+    p.add_argument("--only", default=None, metavar="F1,F10",
+                   help="comma-separated findings to reproduce (default: all ten)")
+    p.add_argument("-o", "--output", type=Path, default=None,
+                   help="output directory (default: reproduce-<profile>)")
+    p.add_argument("--studies", type=Path, default=Path("runs/studies"),
+                   help="directory of study files")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the embeddings")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples per finding")
+    p.add_argument("--no-figures", action="store_true", help="skip the figures")
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from trajviz.errors import ConfigError
+    from trajviz.reproduce import reproduce
+
+    if args.n_boot < 100:
+        raise ConfigError(f"--n-boot {args.n_boot}: must be >= 100 for a 95% interval")
+    if args.seed < 0:
+        raise ConfigError(f"--seed {args.seed}: must be >= 0")
+    output = args.output or Path(f"reproduce-{args.profile}")
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"--output {str(output)!r} is a file; give a directory")
+    command = "trajviz reproduce " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["reproduce"] else ""
+    res = reproduce(profile=args.profile, only=args.only, output=output, studies_dir=args.studies,
+                    seed=args.seed, n_boot=args.n_boot, figures=not args.no_figures,
+                    progress=not args.quiet, command=command.strip())
+    if not args.quiet:
+        from trajviz.report import format_value
+
+        for f in res.findings:
+            print(f"{f.id:<4} {f.verdict:<15} {format_value(f)} {f.unit}")
+        print(f"wrote {res.report[0]} and {res.report[1]} ({res.seconds['total']:.0f} s)",
+              file=sys.stderr)
+    return 0

@@ -1,0 +1,682 @@
+"""Findings F1-F10 of Erhan et al. (2009, 2010), each turned into a statistic with a bootstrap
+95% confidence interval and a verdict computed from the data (docs/findings.md).
+
+Every statistic is defined so that the studies' claim predicts a *positive* value. Its interval
+is the percentile bootstrap over runs: each cell (the runs of one setting and pre-training
+method) is resampled with replacement, independently, ``n_boot`` times, from a seeded generator.
+The verdict rule (:func:`verdict`), with ``delta`` the smallest effect of interest declared per
+finding in the statistic's own unit:
+
+- **reproduced**: the interval lies above 0 (lo > 0) and reaches delta (hi >= delta);
+- **not reproduced**: the interval lies below delta (hi < delta): an effect as large as delta
+  is ruled out, which includes a clear effect in the opposite direction;
+- **inconclusive**: otherwise (the interval holds 0 and reaches delta), or the statistic cannot
+  be computed from the data (for example a group with no finished run).
+
+Numpy only; the stored results arrive through :mod:`trajviz.reproduce.results`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from trajviz.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)
+#: fraction of bootstrap replicates that may be undefined (NaN) before the interval is refused
+MAX_NAN_FRACTION = 0.05
+
+Cells = Mapping[str, np.ndarray]
+
+
+# --------------------------------------------------------------------------- bootstrap + rule
+
+
+def bootstrap(statistic: Callable[[Cells], float], cells: Cells, *, n_boot: int = 2000,
+              seed: int = 0, level: float = 0.95) -> tuple[float, float, float, float]:
+    """Point value and percentile-bootstrap interval of ``statistic(cells)``.
+
+    ``cells`` maps a cell name to an array whose first axis indexes runs (seeds); every cell is
+    resampled independently with replacement. Returns ``(value, lo, hi, nan_fraction)``; lo and
+    hi are NaN when more than :data:`MAX_NAN_FRACTION` of the replicates are undefined.
+    """
+    value = float(statistic(cells))
+    rng = np.random.default_rng(seed)
+    reps = np.empty(n_boot)
+    for b in range(n_boot):
+        sample = {}
+        for k, v in cells.items():
+            n = len(v)
+            sample[k] = v[rng.integers(0, n, n)] if n else v
+        reps[b] = statistic(sample)
+    finite = np.isfinite(reps)
+    nan_fraction = 1.0 - finite.mean()
+    if not np.isfinite(value) or nan_fraction > MAX_NAN_FRACTION:
+        return value, math.nan, math.nan, float(nan_fraction)
+    alpha = (1.0 - level) / 2
+    lo, hi = np.quantile(reps[finite], [alpha, 1 - alpha])
+    return value, float(lo), float(hi), float(nan_fraction)
+
+
+def verdict(lo: float, hi: float, delta: float) -> str:
+    """The verdict rule of docs/findings.md for a statistic whose claim predicts > 0."""
+    if delta <= 0:
+        raise ConfigError(f"delta = {delta}: the smallest effect of interest must be > 0")
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return INCONCLUSIVE
+    if hi < delta:
+        return NOT_REPRODUCED
+    if lo > 0:
+        return REPRODUCED
+    return INCONCLUSIVE
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def median_contrast(weights: Mapping[str, float]) -> Callable[[Cells], float]:
+    """sum_k weights[k] * median(cells[k]): a linear contrast of cell medians."""
+
+    def stat(cells: Cells) -> float:
+        total = 0.0
+        for k, w in weights.items():
+            v = cells[k]
+            if len(v) == 0:
+                return math.nan
+            total += w * float(np.median(v))
+        return total
+
+    return stat
+
+
+def log_sd_ratio(pairs: Sequence[tuple[str, str]], resolution: float = 0.0) -> Callable[[Cells], float]:
+    """Mean over (a, b) pairs of log(sd(a) / sd(b)); each sd is floored by the quantization of
+    the values (``resolution`` / sqrt(12), added in quadrature) so a cell of equal values does
+    not give log(0)."""
+    q2 = resolution ** 2 / 12.0
+
+    def stat(cells: Cells) -> float:
+        logs = []
+        for a, b in pairs:
+            va, vb = cells[a], cells[b]
+            if len(va) < 2 or len(vb) < 2:
+                return math.nan
+            sa = math.sqrt(np.var(va, ddof=1) + q2)
+            sb = math.sqrt(np.var(vb, ddof=1) + q2)
+            if sa == 0 or sb == 0:
+                return math.nan
+            logs.append(math.log(sa / sb))
+        return float(np.mean(logs))
+
+    return stat
+
+
+def spread(points: np.ndarray) -> float:
+    """Mean squared Euclidean distance of points (n, D) to their centroid (total variance)."""
+    if len(points) < 2:
+        return math.nan
+    centred = points - points.mean(axis=0, keepdims=True)
+    return float((centred * centred).sum(axis=1).mean())
+
+
+def log_spread_ratio(pairs: Sequence[tuple[str, str]]) -> Callable[[Cells], float]:
+    """Mean over (a, b) pairs of log(spread(a) / spread(b)); cells are (runs, D) points."""
+
+    def stat(cells: Cells) -> float:
+        logs = []
+        for a, b in pairs:
+            sa, sb = spread(cells[a]), spread(cells[b])
+            if not (sa > 0 and sb > 0):
+                return math.nan
+            logs.append(math.log(sa / sb))
+        return float(np.mean(logs))
+
+    return stat
+
+
+def log_mean_ratio(pairs: Sequence[tuple[str, str]]) -> Callable[[Cells], float]:
+    """Mean over (a, b) pairs of log(mean(a) / mean(b)) for positive per-run values."""
+
+    def stat(cells: Cells) -> float:
+        logs = []
+        for a, b in pairs:
+            va, vb = cells[a], cells[b]
+            if len(va) == 0 or len(vb) == 0:
+                return math.nan
+            ma, mb = float(np.mean(va)), float(np.mean(vb))
+            if not (ma > 0 and mb > 0):
+                return math.nan
+            logs.append(math.log(ma / mb))
+        return float(np.mean(logs))
+
+    return stat
+
+
+def same_cost_grid(curves: Sequence[np.ndarray], n_grid: int = 20) -> np.ndarray:
+    """Common grid of log train NLL for the same-cost comparison (F3).
+
+    ``curves``: one (runs, T, 2) array per group, [..., 0] = log train NLL, [..., 1] = log test
+    NLL. The grid spans the range that the median run of every group covers; empty (0,) if the
+    groups' ranges do not overlap.
+    """
+    los, his = [], []
+    for c in curves:
+        x = c[..., 0]
+        if x.size == 0:
+            return np.zeros(0)
+        los.append(np.nanmedian(np.nanmin(x, axis=1)))
+        his.append(np.nanmedian(np.nanmax(x, axis=1)))
+    lo, hi = max(los), min(his)
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+        return np.zeros(0)
+    return np.linspace(lo, hi, n_grid)
+
+
+def curves_on_grid(curves: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Each run's log test NLL interpolated at the grid's log train NLL values: (runs, G), NaN
+    where the grid leaves the run's range. ``curves`` is (runs, T, 2)."""
+    out = np.full((curves.shape[0], len(grid)), np.nan)
+    for i, c in enumerate(curves):
+        ok = np.isfinite(c).all(axis=1)
+        x, y = c[ok, 0], c[ok, 1]
+        if len(x) < 2:
+            continue
+        order = np.argsort(x)
+        x, y = x[order], y[order]
+        inside = (grid >= x[0]) & (grid <= x[-1])
+        out[i, inside] = np.interp(grid[inside], x, y)
+    return out
+
+
+def mean_curve_gap(pairs: Sequence[tuple[str, str]]) -> Callable[[Cells], float]:
+    """Mean over pairs (a, b) and grid points of mean_runs(a) - mean_runs(b); cells are
+    (runs, G) curves from :func:`curves_on_grid`."""
+
+    def stat(cells: Cells) -> float:
+        gaps = []
+        for a, b in pairs:
+            va, vb = cells[a], cells[b]
+            if len(va) == 0 or len(vb) == 0:
+                return math.nan
+            with np.errstate(all="ignore"), _quiet_nanmean():
+                ga = np.nanmean(va, axis=0) - np.nanmean(vb, axis=0)
+            if not np.isfinite(ga).any():
+                return math.nan
+            gaps.append(float(np.nanmean(ga)))
+        return float(np.mean(gaps))
+
+    return stat
+
+
+class _quiet_nanmean:
+    def __enter__(self):
+        import warnings
+
+        self._w = warnings.catch_warnings()
+        self._w.__enter__()
+        warnings.simplefilter("ignore", category=RuntimeWarning)
+
+    def __exit__(self, *exc):
+        self._w.__exit__(*exc)
+
+
+def separation_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per checkpoint, distance between the two groups' centroids over the groups' RMS radius.
+
+    a, b: (runs, T, D) trajectories. Returns (T,): ||mean(a) - mean(b)|| /
+    sqrt((spread(a) + spread(b)) / 2). Above 1, the centroids are further apart than a typical
+    net is from its own group's centre.
+    """
+    ca, cb = a.mean(axis=0), b.mean(axis=0)
+    between = np.sqrt(((ca - cb) ** 2).sum(axis=-1))
+    ra = ((a - ca) ** 2).sum(axis=-1).mean(axis=0)
+    rb = ((b - cb) ** 2).sum(axis=-1).mean(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return between / np.sqrt((ra + rb) / 2)
+
+
+def min_log_separation(a_key: str, b_key: str, start: int = 1) -> Callable[[Cells], float]:
+    """min over checkpoints t >= start of log(separation_ratio): > 0 means the two groups'
+    trajectories stay apart at every checkpoint (F10)."""
+
+    def stat(cells: Cells) -> float:
+        a, b = cells[a_key], cells[b_key]
+        if len(a) < 2 or len(b) < 2:
+            return math.nan
+        r = separation_ratio(a[:, start:], b[:, start:])
+        if not np.isfinite(r).all() or (r <= 0).any():
+            return math.nan
+        return float(np.log(r).min())
+
+    return stat
+
+
+# --------------------------------------------------------------------------- findings
+
+
+@dataclass
+class FindingResult:
+    """What the report shows for one finding."""
+
+    id: str
+    claim: str
+    statistic: str
+    unit: str
+    delta: float
+    value: float = math.nan
+    lo: float = math.nan
+    hi: float = math.nan
+    verdict: str = INCONCLUSIVE
+    reference: str = ""
+    n_runs: int = 0
+    details: list[dict[str, Any]] = field(default_factory=list)  # rows of a small table
+    notes: list[str] = field(default_factory=list)
+    available: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A finding: its claim, the statistic testing it, and where its data come from.
+
+    ``compute(results, seed, n_boot)`` fills a :class:`FindingResult` from the
+    :class:`~trajviz.reproduce.results.StudyResults` of the studies it names.
+    """
+
+    id: str
+    claim: str
+    statistic: str
+    unit: str
+    delta: float
+    studies: tuple[str, ...]
+    reference: str
+    compute: Callable[..., FindingResult]
+
+
+def _result(f: "Finding", cells: Cells, stat: Callable[[Cells], float], seed: int,
+            n_boot: int) -> FindingResult:
+    value, lo, hi, nan_fraction = bootstrap(stat, cells, n_boot=n_boot, seed=seed)
+    res = FindingResult(id=f.id, claim=f.claim, statistic=f.statistic, unit=f.unit,
+                        delta=f.delta, value=value, lo=lo, hi=hi, verdict=verdict(lo, hi, f.delta),
+                        reference=f.reference, n_runs=int(sum(len(v) for v in cells.values())))
+    if not np.isfinite(value):
+        res.notes.append("the statistic is undefined on these results (too few finished runs, "
+                         "or no overlap to compare)")
+    elif not (np.isfinite(lo) and np.isfinite(hi)):
+        res.notes.append(f"{nan_fraction:.0%} of bootstrap resamples left the statistic undefined; "
+                         "no interval")
+    return res
+
+
+# --------------------------------------------------------------------------- data access helpers
+
+NONE, SDAE = "none", "sdae"
+HIST, FIRST_ONLY, SECOND_ONLY = "sdae+hist", "sdae+reinit=2", "sdae+reinit=1"
+
+
+def _cfg(results: Any, setting: str, dotted: str) -> Any:
+    node: Any = results.setting_config(setting)
+    for part in dotted.split("."):
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+    return node
+
+
+def _by_value(results: Any, dotted: str) -> dict[str, Any]:
+    """setting id -> the config value at ``dotted`` (e.g. model.depth)."""
+    return {s: _cfg(results, s, dotted) for s in results.setting_ids()}
+
+
+def _need(results: Any, setting: str, methods: Sequence[str]) -> None:
+    have = results.methods(setting)
+    missing = [m for m in methods if m not in have]
+    if missing:
+        raise ConfigError(f"study {results.name!r}, setting {setting!r} has no runs of method "
+                          f"{', '.join(map(repr, missing))} (it has {', '.join(have) or 'none'})")
+
+
+def _fmt(v: np.ndarray) -> str:
+    if len(v) == 0:
+        return "-"
+    q1, med, q3 = np.percentile(v, [25, 50, 75])
+    return f"{med:.2f} [{q1:.2f}-{q3:.2f}]"
+
+
+def _error_rows(results: Any, settings: Sequence[str], methods: Sequence[str], label: str,
+                values: Mapping[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for s in settings:
+        row: dict[str, Any] = {label: values[s]}
+        for m in methods:
+            v = results.errors(s, m)
+            row[f"{m}: test error % median [IQR]"] = _fmt(v)
+            row[f"{m}: n"] = len(v)
+        rows.append(row)
+    return rows
+
+
+def _diverged_note(results: Any, settings: Sequence[str]) -> list[str]:
+    n = sum(1 for r in results.runs if r.setting in settings and r.diverged)
+    return [f"{n} run(s) diverged (NaN loss); their error is the one selected before diverging"] if n else []
+
+
+def _pp_finding(f: Finding, results: Any, weights: dict[tuple[str, str], float], seed: int,
+                n_boot: int) -> FindingResult:
+    cells = {f"{m}@{s}": results.errors(s, m) for (s, m) in weights}
+    stat = median_contrast({f"{m}@{s}": w for (s, m), w in weights.items()})
+    return _result(f, cells, stat, seed, n_boot)
+
+
+# --------------------------------------------------------------------------- F1-F10
+
+
+def _f1(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingResult:
+    r = res["depth"]
+    depth = _by_value(r, "model.depth")
+    shallow = min(depth, key=depth.get)
+    deep = max(depth, key=depth.get)
+    for s in (shallow, deep):
+        _need(r, s, (NONE, SDAE))
+    out = _pp_finding(f, r, {(deep, NONE): 1, (shallow, NONE): -1, (deep, SDAE): -1,
+                             (shallow, SDAE): 1}, seed, n_boot)
+    order = sorted(depth, key=depth.get)
+    out.details = _error_rows(r, order, (NONE, SDAE), "hidden layers", depth)
+    out.notes += [f"contrast of {depth[deep]} vs {depth[shallow]} hidden layers"]
+    out.notes += _diverged_note(r, order)
+    return out
+
+
+def _f2(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingResult:
+    r = res["depth"]
+    depth = _by_value(r, "model.depth")
+    order = sorted(depth, key=depth.get)
+    cells, pairs = {}, []
+    for s in order:
+        _need(r, s, (NONE, SDAE))
+        cells[f"none@{s}"], cells[f"sdae@{s}"] = r.errors(s, NONE), r.errors(s, SDAE)
+        pairs.append((f"none@{s}", f"sdae@{s}"))
+    resolution = max(r.error_resolution(s) for s in order)
+    out = _result(f, cells, log_sd_ratio(pairs, resolution), seed, n_boot)
+    out.details = [{"hidden layers": depth[s],
+                    "none: SD of test error %": f"{np.std(cells[f'none@{s}'], ddof=1):.3f}",
+                    "sdae: SD of test error %": f"{np.std(cells[f'sdae@{s}'], ddof=1):.3f}",
+                    "none: max %": f"{np.max(cells[f'none@{s}']):.2f}",
+                    "sdae: max %": f"{np.max(cells[f'sdae@{s}']):.2f}"} for s in order]
+    out.notes.append(f"SDs floored by the test set's resolution ({resolution:.3f} pp / sqrt 12)")
+    return out
+
+
+def run_curves(runs: Sequence[Any]) -> np.ndarray:
+    """(runs, T, 2) of (log train NLL, log test NLL) at each epoch-end checkpoint (step > 0),
+    NaN-padded to the longest run."""
+    rows = []
+    for r in runs:
+        tr, te = r.metrics.get("train_nll"), r.metrics.get("test_nll")
+        if tr is None or te is None:
+            continue
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rows.append(np.stack([np.log(tr[1:]), np.log(te[1:])], axis=-1))
+    if not rows:
+        return np.zeros((0, 0, 2))
+    t = max(len(x) for x in rows)
+    out = np.full((len(rows), t, 2), np.nan)
+    for i, x in enumerate(rows):
+        out[i, :len(x)] = x
+    return out
+
+
+def _f3(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingResult:
+    r = res["depth"]
+    depth = _by_value(r, "model.depth")
+    order = sorted(depth, key=depth.get)
+    cells, pairs, details = {}, [], []
+    for s in order:
+        _need(r, s, (NONE, SDAE))
+        cn, cp = run_curves(r.select(s, NONE)), run_curves(r.select(s, SDAE))
+        grid = same_cost_grid([cn, cp])
+        if len(grid) == 0:
+            details.append({"hidden layers": depth[s], "log train NLL range compared": "no overlap"})
+            continue
+        cells[f"none@{s}"], cells[f"sdae@{s}"] = curves_on_grid(cn, grid), curves_on_grid(cp, grid)
+        pairs.append((f"none@{s}", f"sdae@{s}"))
+        gap = mean_curve_gap([(f"none@{s}", f"sdae@{s}")])(cells)
+        details.append({"hidden layers": depth[s],
+                        "log train NLL range compared": f"{grid[0]:.2f} .. {grid[-1]:.2f}",
+                        "gap in log test NLL (none - sdae)": f"{gap:.3f}"})
+    if not pairs:
+        out = FindingResult(id=f.id, claim=f.claim, statistic=f.statistic, unit=f.unit,
+                            delta=f.delta, reference=f.reference)
+        out.notes.append("the two groups never reach the same training NLL: no same-cost comparison")
+    else:
+        out = _result(f, cells, mean_curve_gap(pairs), seed, n_boot)
+    out.details = details
+    return out
+
+
+def _f4(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingResult:
+    r = res["size"]
+    size = _by_value(r, "dataset.n_train")
+    if any(not v for v in size.values()):
+        raise ConfigError("study 'size': every setting must set dataset.n_train explicitly")
+    small, large = min(size, key=size.get), max(size, key=size.get)
+    for s in (small, large):
+        _need(r, s, (NONE, SDAE))
+    out = _pp_finding(f, r, {(small, NONE): 1, (small, SDAE): -1, (large, NONE): -1,
+                             (large, SDAE): 1}, seed, n_boot)
+    order = sorted(size, key=size.get)
+    out.details = _error_rows(r, order, (NONE, SDAE), "training examples", size)
+    for row, s in zip(out.details, order):
+        row["benefit (none - sdae), pp"] = (
+            f"{np.median(r.errors(s, NONE)) - np.median(r.errors(s, SDAE)):+.2f}")
+    out.notes.append(f"benefit at {size[small]} minus benefit at {size[large]} training examples")
+    return out
+
+
+def _f5(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingResult:
+    r = res["depth"]
+    depth = _by_value(r, "model.depth")
+    order = sorted(depth, key=depth.get)
+    cells, pairs, details = {}, [], []
+    for s in order:
+        _need(r, s, (NONE, SDAE))
+        a, b = r.final_outputs(s, NONE), r.final_outputs(s, SDAE)
+        cells[f"none@{s}"], cells[f"sdae@{s}"] = a, b
+        pairs.append((f"none@{s}", f"sdae@{s}"))
+        details.append({"hidden layers": depth[s], "none: spread": f"{spread(a):.3g}",
+                        "sdae: spread": f"{spread(b):.3g}"})
+    out = _result(f, cells, log_spread_ratio(pairs), seed, n_boot)
+    out.details = details
+    out.notes.append("spread: mean squared distance of the nets' final probe outputs (all probe "
+                     "examples x classes, concatenated) to their group's centroid")
+    return out
+
+
+def _f6(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingResult:
+    r = res["width"]
+    width, depth = _by_value(r, "model.width"), _by_value(r, "model.depth")
+    depths = sorted(set(depth.values()))
+    weights: dict[tuple[str, str], float] = {}
+    for d in depths:
+        ss = [s for s in width if depth[s] == d]
+        narrow, wide = min(ss, key=width.get), max(ss, key=width.get)
+        for s in (narrow, wide):
+            _need(r, s, (NONE, SDAE))
+        w = 1.0 / len(depths)
+        weights.update({(wide, NONE): w, (wide, SDAE): -w, (narrow, NONE): -w, (narrow, SDAE): w})
+    out = _pp_finding(f, r, weights, seed, n_boot)
+    order = sorted(width, key=lambda s: (depth[s], width[s]))
+    label = {s: f"{depth[s]} x {width[s]}" for s in order}
+    out.details = _error_rows(r, order, (NONE, SDAE), "layers x units", label)
+    for row, s in zip(out.details, order):
+        row["benefit (none - sdae), pp"] = (
+            f"{np.median(r.errors(s, NONE)) - np.median(r.errors(s, SDAE)):+.2f}")
+    out.notes.append("benefit at the widest minus benefit at the narrowest layers, averaged over depths")
+    return out
+
+
+def _f7(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingResult:
+    r = res["hist"]
+    depth = _by_value(r, "model.depth")
+    order = sorted(depth, key=depth.get)
+    weights: dict[tuple[str, str], float] = {}
+    for s in order:
+        _need(r, s, (NONE, HIST, SDAE))
+        weights[(s, HIST)] = 1.0 / len(order)
+        weights[(s, SDAE)] = -1.0 / len(order)
+    out = _pp_finding(f, r, weights, seed, n_boot)
+    rows = []
+    for s in order:
+        n, h, p = (r.errors(s, m) for m in (NONE, HIST, SDAE))
+        row = {"hidden layers": depth[s]}
+        for name, v in (("uniform init", n), ("histogram init", h), ("pre-training", p)):
+            row[f"{name}: mean +- SD %"] = (f"{np.mean(v):.2f} +- {np.std(v, ddof=1):.2f}"
+                                            if len(v) > 1 else "-")
+        benefit = np.median(n) - np.median(p)
+        if abs(benefit) > 1e-12:
+            row["share of benefit recovered by histogram init"] = (
+                f"{(np.median(n) - np.median(h)) / benefit:.2f}")
+        rows.append(row)
+    out.details = rows
+    return out
+
+
+def _f8(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingResult:
+    r = res["partial"]
+    ids = r.setting_ids()
+    depth = _by_value(r, "model.depth")
+    weights: dict[tuple[str, str], float] = {}
+    for s in ids:
+        _need(r, s, (FIRST_ONLY, SECOND_ONLY))
+        weights[(s, SECOND_ONLY)] = 1.0 / len(ids)
+        weights[(s, FIRST_ONLY)] = -1.0 / len(ids)
+    out = _pp_finding(f, r, weights, seed, n_boot)
+    names = {SDAE: "both layers", FIRST_ONLY: "first only", SECOND_ONLY: "second only",
+             NONE: "none", HIST: "histogram"}
+    rows = []
+    for s in ids:
+        for m in r.methods(s):
+            v = r.errors(s, m)
+            rows.append({"hidden layers": depth[s], "pre-trained": names.get(m, m), "method": m,
+                         "test error % median [IQR]": _fmt(v), "n": len(v)})
+    out.details = rows
+    return out
+
+
+def _f9(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingResult:
+    from trajviz.reproduce.landscape import flatness_cells
+
+    r = res["landscape"]
+    cells, pairs, details, notes = flatness_cells(r, seed=seed)
+    out = _result(f, cells, log_mean_ratio(pairs), seed, n_boot)
+    out.details, out.notes = details, out.notes + notes
+    return out
+
+
+def _f10(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingResult:
+    r = res["trajectories"]
+    s = r.setting_ids()[0]
+    _need(r, s, (NONE, SDAE))
+    data, runs = r.trajectories(s, (NONE, SDAE))
+    is_none = np.array([x.method == NONE for x in runs])
+    cells = {"none": data[is_none], "sdae": data[~is_none]}
+    out = _result(f, cells, min_log_separation("none", "sdae"), seed, n_boot)
+    ratio = separation_ratio(cells["none"], cells["sdae"])
+    epochs = runs[0].epochs if runs else np.zeros(0)
+    out.details = [{"epoch": f"{epochs[t]:g}", "separation ratio": f"{ratio[t]:.2f}",
+                    "none: spread": f"{spread(cells['none'][:, t]):.3g}",
+                    "sdae: spread": f"{spread(cells['sdae'][:, t]):.3g}"}
+                   for t in range(len(ratio))]
+    if len(ratio):
+        end_n, end_p = spread(cells["none"][:, -1]), spread(cells["sdae"][:, -1])
+        out.notes.append(f"at the end, pre-trained nets' spread is {end_p / end_n:.2f}x that of "
+                         "random-init nets" if end_n > 0 else "random-init nets have zero spread")
+    out.notes.append("checkpoint 0 (before fine-tuning) is left out of the minimum")
+    return out
+
+
+PP = "percentage points"
+FINDINGS: dict[str, Finding] = {f.id: f for f in [
+    Finding("F1", "Without pre-training, test error rises with depth, faster than with pre-training.",
+            "(median error without - with pre-training) at the deepest minus at the shallowest net",
+            PP, 0.2, ("depth",), "+0.44 (MNIST, 4 vs 1 layers, medians of 400 seeds, [A])", _f1),
+    Finding("F2", "Pre-training makes the result robust to the seed: lower variance across seeds.",
+            "mean over depths of log(SD of test error without / with pre-training)",
+            "log ratio", math.log(1.1), ("depth",),
+            "about +0.55 from the IQRs of [A] (depths 1-4; the studies give IQRs, not SDs)", _f2),
+    Finding("F3", "At the same training NLL, pre-trained nets reach a lower test NLL.",
+            "mean gap in log test NLL (without - with pre-training) at equal log train NLL, "
+            "averaged over depths", "log NLL", 0.02, ("depth",),
+            "no number; positive in [J]'s figure (1-3 layers, MNIST)", _f3),
+    Finding("F4", "Pre-training helps most for small training sets.",
+            "pre-training benefit (median error without - with) at the smallest minus at the "
+            "largest training set", PP, 0.2, ("size",), "no number given in [J]", _f4),
+    Finding("F5", "Pre-training acts as a regularizer: final functions vary less.",
+            "mean over depths of log(spread of final probe outputs without / with pre-training)",
+            "log ratio", math.log(1.1), ("depth",),
+            "no number; pre-trained nets end in a smaller region in [J]'s embeddings", _f5),
+    Finding("F6", "Pre-training helps wide layers and hurts small ones.",
+            "pre-training benefit at the widest minus at the narrowest layer width, averaged over "
+            "depths", PP, 0.2, ("width",),
+            "+2.52 (1 layer, 800 vs 25 units), +2.0 (2 layers), +1.47 (3 layers), MNIST, [J]", _f6),
+    Finding("F7", "Histogram init (marginal conditioning) does not explain the benefit.",
+            "median error with histogram init minus with pre-training, averaged over depths",
+            PP, 0.2, ("hist",), "+0.43 (1-2 layers, means, MNIST, [J])", _f7),
+    Finding("F8", "Pre-training the lower layers matters more than the upper ones.",
+            "median error with only the second layer pre-trained minus with only the first",
+            PP, 0.2, ("partial",), "+0.28 (1.72 vs 1.44, 2 layers, MNIST, [A])", _f8),
+    Finding("F9", "The error landscape is flatter around pre-trained nets' final parameters.",
+            "mean over depths of log(curvature without / with pre-training), curvature of a "
+            "quadratic fit of training NLL along stochastic-gradient directions",
+            "log ratio", math.log(1.1), ("landscape",),
+            "no number; [J]'s scans show it at 2-3 layers, not clearly at 1", _f9),
+    Finding("F10", "In function space, pre-trained and random-init trajectories stay in different "
+            "regions.", "min over epochs of log(distance between group centroids / RMS radius of "
+            "the groups), probe outputs", "log ratio", math.log(1.25), ("trajectories",),
+            "no number; disjoint regions in [J]'s t-SNE and ISOMAP figures", _f10),
+]}
+
+
+def parse_only(text: str | None) -> list[str]:
+    """``"F1,F10"`` -> ["F1", "F10"]; None or "" -> every finding. Unknown ids raise."""
+    if not text:
+        return list(FINDINGS)
+    ids = [t.strip().upper() for t in text.split(",") if t.strip()]
+    unknown = [i for i in ids if i not in FINDINGS]
+    if unknown or not ids:
+        raise ConfigError(f"--only {text!r}: unknown finding {unknown[0] if unknown else '(none)'}; "
+                          f"choose from {', '.join(FINDINGS)}")
+    return [i for i in FINDINGS if i in ids]
+
+
+def evaluate_finding(fid: str, results: Mapping[str, Any], *, seed: int = 0,
+                     n_boot: int = 2000) -> FindingResult:
+    """Compute one finding's statistic, interval and verdict from stored results. Missing data
+    (a study not in ``results``, a method without runs) gives an inconclusive result saying so."""
+    f = FINDINGS[fid]
+    missing = [s for s in f.studies if s not in results]
+    if missing:
+        out = FindingResult(id=f.id, claim=f.claim, statistic=f.statistic, unit=f.unit,
+                            delta=f.delta, reference=f.reference, available=False)
+        out.notes.append(f"no results of study {', '.join(missing)}")
+        return out
+    try:
+        return f.compute(f, results, seed, n_boot)
+    except (ConfigError, ImportError) as exc:
+        log.warning("%s cannot be evaluated: %s", fid, exc)
+        out = FindingResult(id=f.id, claim=f.claim, statistic=f.statistic, unit=f.unit,
+                            delta=f.delta, reference=f.reference, available=False)
+        out.notes.append(f"not evaluated: {exc}")
+        return out
+

@@ -1,0 +1,195 @@
+"""The reproduction report: ``report.md`` and ``report.html`` (figures inline), and
+``findings.json``, from computed :class:`~trajviz.findings.FindingResult` objects.
+
+The findings table has, per finding: the statistic that tests it, its value with the bootstrap
+95% interval, the studies' value where they give one, and the verdict computed by the rule of
+docs/findings.md. Findings that do not reproduce are stated plainly at the top.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from trajviz.findings import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, FindingResult
+
+VERDICT_RULE = (
+    "Each statistic is signed so that the studies' claim predicts a positive value. With "
+    "[lo, hi] its bootstrap 95% interval and delta the smallest effect of interest: "
+    "**reproduced** if lo > 0 and hi >= delta; **not reproduced** if hi < delta (an effect of "
+    "size delta is ruled out); **inconclusive** otherwise, or when the statistic cannot be "
+    "computed. See docs/findings.md.")
+
+
+@dataclass
+class ReportMeta:
+    """Facts about the run that the report states."""
+
+    profile: str
+    command: str
+    version: str
+    seconds: Mapping[str, float] = field(default_factory=dict)  # part -> wall seconds
+    settings: Sequence[Mapping[str, Any]] = field(default_factory=list)  # one row per setting
+    figures: Mapping[str, Sequence[Path]] = field(default_factory=dict)  # name -> files
+    captions: Mapping[str, str] = field(default_factory=dict)
+    figure_findings: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    n_boot: int = 2000
+    seed: int = 0
+
+
+def format_value(r: FindingResult) -> str:
+    """``+0.44 [+0.12, +0.80]`` (or ``n/a``)."""
+    if not math.isfinite(r.value):
+        return "n/a"
+    ci = (f" [{r.lo:+.3g}, {r.hi:+.3g}]" if math.isfinite(r.lo) and math.isfinite(r.hi)
+          else " [no interval]")
+    return f"{r.value:+.3g}{ci}"
+
+
+def plain_statement(r: FindingResult, profile: str) -> str:
+    """One sentence saying what the data show for a finding."""
+    scale = f"at the {profile} scale"
+    if not r.available:
+        return f"{r.id} was not evaluated {scale}: {'; '.join(r.notes)}."
+    if r.verdict == REPRODUCED:
+        return f"{r.id} reproduces {scale}: {r.statistic} = {format_value(r)} {r.unit}."
+    if r.verdict == NOT_REPRODUCED:
+        return (f"{r.id} does not reproduce {scale}: {r.statistic} = {format_value(r)} {r.unit}; "
+                f"the interval rules out an effect of {r.delta:.3g} {r.unit} or more in the "
+                "studies' direction.")
+    if not (math.isfinite(r.lo) and math.isfinite(r.hi)):
+        return (f"{r.id} is inconclusive {scale}: {r.statistic} = {format_value(r)} {r.unit}; no "
+                f"interval could be computed ({'; '.join(r.notes) or 'too few runs'}).")
+    return (f"{r.id} is inconclusive {scale}: {r.statistic} = {format_value(r)} {r.unit}; the "
+            "interval includes both no effect and an effect of the smallest size of interest "
+            f"({r.delta:.3g}); more seeds would be needed.")
+
+
+def _md_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    cols: list[str] = []
+    for r in rows:
+        cols += [c for c in r if c not in cols]
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        out.append("| " + " | ".join(str(r.get(c, "")).replace("|", "/") for c in cols) + " |")
+    return out
+
+
+def findings_rows(results: Sequence[FindingResult]) -> list[dict[str, str]]:
+    return [{"finding": r.id, "claim": r.claim, "statistic": r.statistic,
+             "value [95% CI]": format_value(r), "unit": r.unit, "studies' value": r.reference or "-",
+             "verdict": r.verdict} for r in results]
+
+
+def render_markdown(results: Sequence[FindingResult], meta: ReportMeta, out_dir: Path) -> str:
+    lines = [f"# trajviz reproduce: Erhan et al. (2009, 2010), {meta.profile} profile", ""]
+    lines += [f"`{meta.command}` (trajviz {meta.version}); bootstrap: {meta.n_boot} resamples, "
+              f"seed {meta.seed}.", ""]
+    counts = {v: sum(r.verdict == v for r in results) for v in (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)}
+    lines += [f"**{counts[REPRODUCED]} reproduced, {counts[NOT_REPRODUCED]} not reproduced, "
+              f"{counts[INCONCLUSIVE]} inconclusive** out of {len(results)} findings.", ""]
+    lines += ["## Findings", ""] + _md_table(findings_rows(results)) + ["", VERDICT_RULE, ""]
+    lines += ["## What the data say", ""]
+    lines += [f"- {plain_statement(r, meta.profile)}" for r in results] + [""]
+    for r in results:
+        lines += [f"## {r.id}: {r.claim}", ""]
+        lines += [f"- statistic: {r.statistic}", f"- value: {format_value(r)} {r.unit} "
+                  f"(smallest effect of interest {r.delta:.3g}; {r.n_runs} runs)",
+                  f"- studies' value: {r.reference or '-'}", f"- verdict: **{r.verdict}**"]
+        lines += [f"- {n}" for n in r.notes] + [""]
+        lines += _md_table(r.details) + ([""] if r.details else [])
+        for name, findings in meta.figure_findings.items():
+            if r.id == findings[0] and name in meta.figures:
+                for p in meta.figures[name]:
+                    if p.suffix in (".png", ".gif"):
+                        rel = p.relative_to(out_dir) if p.is_relative_to(out_dir) else p
+                        lines += [f"![{name}]({rel.as_posix()})", "",
+                                  f"*{meta.captions.get(name, name)}*", ""]
+    if meta.settings:
+        lines += ["## Runs", ""] + _md_table(meta.settings) + [""]
+    if meta.seconds:
+        lines += ["## Time", ""] + _md_table([{"part": k, "seconds": f"{v:.1f}"}
+                                              for k, v in meta.seconds.items()]) + [""]
+    return "\n".join(lines)
+
+
+def _html_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    if not rows:
+        return ""
+    cols: list[str] = []
+    for r in rows:
+        cols += [c for c in r if c not in cols]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td class='{_css(r.get(c))}'>{html.escape(str(r.get(c, '')))}</td>"
+                                    for c in cols) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _css(value: Any) -> str:
+    return {REPRODUCED: "ok", NOT_REPRODUCED: "no", INCONCLUSIVE: "maybe"}.get(str(value), "")
+
+
+def _img(path: Path) -> str:
+    mime = {".png": "image/png", ".gif": "image/gif"}[path.suffix]
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f"<img src='data:{mime};base64,{data}' alt='{html.escape(path.stem)}'>"
+
+
+def render_html(results: Sequence[FindingResult], meta: ReportMeta) -> str:
+    e = html.escape
+    parts = ["<!doctype html><html><head><meta charset='utf-8'>",
+             f"<title>trajviz reproduce ({e(meta.profile)})</title><style>",
+             "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em;line-height:1.4}",
+             "table{border-collapse:collapse;margin:0.5em 0;font-size:0.9em}",
+             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}",
+             ".ok{background:#dfd}.no{background:#fdd}.maybe{background:#ffd}",
+             "img{max-width:100%;display:block;margin:0.5em 0}figcaption{font-style:italic}",
+             "</style></head><body>",
+             f"<h1>trajviz reproduce: Erhan et al. (2009, 2010), {e(meta.profile)} profile</h1>",
+             f"<p><code>{e(meta.command)}</code> (trajviz {e(meta.version)}); bootstrap: "
+             f"{meta.n_boot} resamples, seed {meta.seed}.</p>",
+             "<h2>Findings</h2>", _html_table(findings_rows(results)),
+             f"<p>{e(VERDICT_RULE).replace('**', '')}</p>", "<h2>What the data say</h2><ul>"]
+    parts += [f"<li>{e(plain_statement(r, meta.profile))}</li>" for r in results]
+    parts.append("</ul>")
+    for r in results:
+        parts.append(f"<h2>{e(r.id)}: {e(r.claim)}</h2><ul>")
+        parts += [f"<li>statistic: {e(r.statistic)}</li>",
+                  f"<li>value: {e(format_value(r))} {e(r.unit)} (smallest effect of interest "
+                  f"{r.delta:.3g}; {r.n_runs} runs)</li>",
+                  f"<li>studies' value: {e(r.reference or '-')}</li>",
+                  f"<li>verdict: <b class='{_css(r.verdict)}'>{e(r.verdict)}</b></li>"]
+        parts += [f"<li>{e(n)}</li>" for n in r.notes]
+        parts.append("</ul>" + _html_table(r.details))
+        for name, findings in meta.figure_findings.items():
+            if r.id == findings[0] and name in meta.figures:
+                for p in meta.figures[name]:
+                    if p.suffix in (".png", ".gif"):
+                        parts.append(f"<figure>{_img(p)}<figcaption>"
+                                     f"{e(meta.captions.get(name, name))}</figcaption></figure>")
+    if meta.settings:
+        parts += ["<h2>Runs</h2>", _html_table(meta.settings)]
+    if meta.seconds:
+        parts += ["<h2>Time</h2>", _html_table([{"part": k, "seconds": f"{v:.1f}"}
+                                                 for k, v in meta.seconds.items()])]
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(results: Sequence[FindingResult], meta: ReportMeta, out_dir: str | Path) -> list[Path]:
+    """Write report.md, report.html and findings.json into ``out_dir``; returns their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md, page, js = out_dir / "report.md", out_dir / "report.html", out_dir / "findings.json"
+    md.write_text(render_markdown(results, meta, out_dir))
+    page.write_text(render_html(results, meta))
+    js.write_text(json.dumps({"profile": meta.profile, "findings": [r.to_dict() for r in results]},
+                             indent=2))
+    return [md, page, js]

@@ -1,0 +1,93 @@
+"""Recording whatever results of the studies are missing; finished runs are never redone.
+
+Each setting of a study is one HDF5 file, recorded by :func:`trajviz.train.record_experiment` in
+``resume`` mode: complete runs are kept, unfinished ones (an interrupted reproduce) redone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from trajviz.reproduce.studies import Setting, Study, result_path
+from trajviz.store import COMPLETE, DIVERGED, ExperimentFile
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SettingRun:
+    """What happened to one setting: ``"recorded"``, ``"complete"`` (nothing to do) or
+    ``"reused"`` (its runs belong to another study's setting); ``seconds`` spent recording."""
+
+    study: str
+    setting: str
+    path: Path
+    status: str
+    seconds: float
+    n_runs: int
+
+
+def expected_run_ids(setting: Setting) -> set[str]:
+    """Run ids the setting's config plans (``<method>-seed<seed>``, as trajviz.train names them)."""
+    cfg = setting.config
+    assert cfg is not None
+    return {f"{m}-seed{s}" for m in cfg.pretrain.methods for s in cfg.seeds}
+
+
+def finished_run_ids(path: Path) -> set[str]:
+    """Run ids that are complete (or diverged: finished, flagged) in a result file."""
+    if not path.exists():
+        return set()
+    with ExperimentFile(path) as f:
+        return {r.run_id for r in f.runs() if r.status in (COMPLETE, DIVERGED)}
+
+
+def is_complete(setting: Setting, results_dir: Path) -> bool:
+    return expected_run_ids(setting) <= finished_run_ids(result_path(results_dir, setting))
+
+
+def run_missing(studies: Iterable[Study], results_dir: str | Path, *,
+                progress: bool = False) -> list[SettingRun]:
+    """Record every setting of ``studies`` whose file lacks some of its runs."""
+    from trajviz.train import record_experiment  # torch: only when something may train
+
+    results_dir = Path(results_dir)
+    done: list[SettingRun] = []
+    for study in studies:
+        for setting in study.settings:
+            path = result_path(results_dir, setting)
+            if setting.source is not None:
+                done.append(SettingRun(study.name, setting.id, path, "reused", 0.0, 0))
+                continue
+            assert setting.config is not None
+            n_runs = len(expected_run_ids(setting))
+            if is_complete(setting, results_dir):
+                log.info("%s/%s: all %d runs complete in %s", study.name, setting.id, n_runs, path)
+                done.append(SettingRun(study.name, setting.id, path, "complete", 0.0, n_runs))
+                continue
+            log.info("%s/%s: recording %d runs into %s", study.name, setting.id, n_runs, path)
+            t0 = time.perf_counter()
+            record_experiment(setting.config, path, mode="resume", progress=progress)
+            seconds = time.perf_counter() - t0
+            log.info("%s/%s: %.1f s", study.name, setting.id, seconds)
+            done.append(SettingRun(study.name, setting.id, path, "recorded", seconds, n_runs))
+    return done
+
+
+def needed_studies(studies: Mapping[str, Study], names: Iterable[str]) -> list[Study]:
+    """The studies ``names`` plus those whose settings they reuse, in a stable order."""
+    from trajviz.errors import ConfigError
+
+    wanted: list[str] = []
+    for name in names:
+        if name not in studies:
+            raise ConfigError(f"no study {name!r} in the study directory; it has "
+                              f"{', '.join(sorted(studies))}")
+        for dep in [s.source[0] for s in studies[name].settings if s.source] + [name]:
+            if dep not in wanted:
+                wanted.append(dep)
+    return [studies[n] for n in wanted]

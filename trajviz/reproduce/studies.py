@@ -1,0 +1,238 @@
+"""Study definitions: one TOML file per study experiment of Erhan et al. (2009, 2010).
+
+A study file (docs/reproduce.md) holds a ``[base]`` experiment config table, a list of
+``[[settings]]`` (each an ``id`` and a ``set`` table of dotted overrides, or ``from`` naming a
+setting of another study whose results it reuses), and ``[profiles.<name>]`` tables that adjust
+the base (``set``) and may replace the settings list (``settings``) for that profile::
+
+    study = "depth"
+    findings = ["F1", "F2", "F3", "F5"]
+    description = "test error vs depth, with and without pre-training"
+
+    [base]                       # any experiment config (trajviz config --show-defaults)
+    seeds = [0, 1, 2, 3]
+    model = { width = 100 }
+
+    [[settings]]
+    id = "depth1"
+    set = { "model.depth" = 1 }
+
+    [profiles.quick]
+    set = { "dataset.name" = "digits", "train.epochs" = 10 }
+
+    [profiles.full]
+    set = { "dataset.name" = "mnist", "seeds" = { range = [0, 400] } }
+
+In a ``set`` table, ``{ range = [a, b] }`` stands for the list ``[a, a+1, ..., b-1]``.
+
+Every setting resolves to a validated :class:`~trajviz.config.ExperimentConfig` (through
+:func:`trajviz.config.config_from_dict`) before anything trains, so a typo fails in a second,
+not after an hour. Numpy-free and torch-free: reading studies is cheap.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from trajviz.config import ExperimentConfig, config_from_dict
+from trajviz.errors import ConfigError
+
+PROFILES = ("quick", "full")
+STUDY_KEYS = {"study", "findings", "description", "base", "settings", "profiles", "scan"}
+SETTING_KEYS = {"id", "set", "from", "label"}
+PROFILE_KEYS = {"set", "settings", "scan"}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting of a study in one profile.
+
+    ``config`` is the validated experiment config it trains; ``source`` is ``(study, setting)``
+    when the setting reuses another study's results instead (``config`` is then ``None``).
+    """
+
+    study: str
+    id: str
+    label: str
+    config: ExperimentConfig | None
+    source: tuple[str, str] | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The (study, setting) whose result file holds this setting's runs."""
+        return self.source if self.source is not None else (self.study, self.id)
+
+
+@dataclass(frozen=True)
+class Study:
+    """A study resolved for one profile: its settings, each with a validated config."""
+
+    name: str
+    profile: str
+    findings: tuple[str, ...]
+    description: str
+    settings: tuple[Setting, ...]
+    path: Path
+    scan: dict[str, Any] = field(default_factory=dict)  # landscape scan settings (F9 study)
+
+    def setting(self, setting_id: str) -> Setting:
+        for s in self.settings:
+            if s.id == setting_id:
+                return s
+        raise ConfigError(f"study {self.name!r} ({self.profile} profile) has no setting "
+                          f"{setting_id!r}; it has {', '.join(s.id for s in self.settings)}")
+
+
+def _expand(value: Any, where: str) -> Any:
+    """``{ range = [a, b] }`` stands for the list a, a+1, ..., b-1 (e.g. 400 seeds)."""
+    if isinstance(value, Mapping):
+        r = value.get("range")
+        if set(value) != {"range"} or not (isinstance(r, list) and len(r) == 2
+                                           and all(isinstance(v, int) for v in r)):
+            raise ConfigError(f"{where}: a table value must be {{ range = [START, STOP] }}, got {value!r}")
+        return list(range(r[0], r[1]))
+    return value
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any, where: str) -> None:
+    value = _expand(value, where)
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{where}: {key!r}: {part!r} is not a table")
+        node = child
+    node[parts[-1]] = copy.deepcopy(value)
+
+
+def _apply(data: dict[str, Any], overrides: Any, where: str) -> None:
+    if overrides is None:
+        return
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(f"{where}: 'set' must be a table of dotted keys, e.g. "
+                          "{ \"model.depth\" = 2 }")
+    for key, value in overrides.items():
+        _set_dotted(data, key, value, where)
+
+
+def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
+
+
+def parse_study(data: Mapping[str, Any], profile: str, path: Path) -> Study:
+    """Resolve a study table (as read from TOML) for ``profile`` and validate every config."""
+    where = str(path)
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a table")
+    _check_keys(data, STUDY_KEYS, where)
+    name = data.get("study")
+    if not isinstance(name, str) or not name or "/" in name:
+        raise ConfigError(f"{where}: 'study' must be a non-empty name without '/'")
+    if profile not in PROFILES:
+        raise ConfigError(f"profile {profile!r}: choose one of {', '.join(PROFILES)}")
+    profiles = data.get("profiles", {})
+    if not isinstance(profiles, Mapping) or profile not in profiles:
+        raise ConfigError(f"{where}: no [profiles.{profile}] table; every study needs "
+                          f"{' and '.join(f'[profiles.{p}]' for p in PROFILES)}")
+    prof = profiles[profile]
+    _check_keys(prof, PROFILE_KEYS, f"{where} [profiles.{profile}]")
+    base = copy.deepcopy(dict(data.get("base", {})))
+    _apply(base, prof.get("set"), f"{where} [profiles.{profile}]")
+    raw_settings = prof.get("settings", data.get("settings"))
+    if not isinstance(raw_settings, list) or not raw_settings:
+        raise ConfigError(f"{where}: needs a non-empty [[settings]] list")
+    settings: list[Setting] = []
+    for i, s in enumerate(raw_settings):
+        swhere = f"{where} setting {i + 1}"
+        if not isinstance(s, Mapping):
+            raise ConfigError(f"{swhere}: expected a table")
+        _check_keys(s, SETTING_KEYS, swhere)
+        sid = s.get("id")
+        if not isinstance(sid, str) or not sid or "/" in sid:
+            raise ConfigError(f"{swhere}: 'id' must be a non-empty name without '/'")
+        if any(x.id == sid for x in settings):
+            raise ConfigError(f"{swhere}: id {sid!r} is used twice")
+        label = str(s.get("label", sid))
+        if "from" in s:
+            if "set" in s:
+                raise ConfigError(f"{swhere}: give either 'from' or 'set', not both")
+            src = s["from"]
+            if not isinstance(src, str) or src.count("/") != 1:
+                raise ConfigError(f"{swhere}: from = {src!r}: expected 'STUDY/SETTING'")
+            a, b = src.split("/")
+            settings.append(Setting(name, sid, label, None, (a, b)))
+            continue
+        cfg_data = copy.deepcopy(base)
+        _apply(cfg_data, s.get("set"), swhere)
+        cfg_data["name"] = f"{name}-{sid}"
+        try:
+            cfg = config_from_dict(cfg_data)
+        except ConfigError as exc:
+            raise ConfigError(f"{swhere} ({profile} profile): {exc}") from None
+        settings.append(Setting(name, sid, label, cfg))
+    findings = data.get("findings", [])
+    if not isinstance(findings, list) or not all(isinstance(f, str) for f in findings):
+        raise ConfigError(f"{where}: 'findings' must be a list of ids such as \"F1\"")
+    scan = dict(data.get("scan", {}))
+    scan.update(prof.get("scan", {}))
+    return Study(name=name, profile=profile, findings=tuple(findings),
+                 description=str(data.get("description", "")), settings=tuple(settings),
+                 path=path, scan=scan)
+
+
+def load_study(path: str | Path, profile: str) -> Study:
+    """Read and resolve one study file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"study file {str(path)!r} does not exist") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_study(data, profile, path)
+
+
+def load_studies(directory: str | Path, profile: str) -> dict[str, Study]:
+    """Every ``*.toml`` study of ``directory``, resolved for ``profile``; cross-study ``from``
+    references are checked."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ConfigError(f"study directory {str(directory)!r} does not exist; run from the "
+                          "repository root (studies live in runs/studies) or pass --studies DIR")
+    studies: dict[str, Study] = {}
+    for path in sorted(directory.glob("*.toml")):
+        study = load_study(path, profile)
+        if study.name in studies:
+            raise ConfigError(f"study {study.name!r} is defined twice ({studies[study.name].path} "
+                              f"and {path})")
+        studies[study.name] = study
+    if not studies:
+        raise ConfigError(f"study directory {str(directory)!r} holds no *.toml study files")
+    for study in studies.values():
+        for s in study.settings:
+            if s.source is None:
+                continue
+            a, b = s.source
+            if a not in studies:
+                raise ConfigError(f"{study.path}: setting {s.id!r} reuses unknown study {a!r}")
+            target = studies[a].setting(b)
+            if target.source is not None:
+                raise ConfigError(f"{study.path}: setting {s.id!r} reuses {a}/{b}, which itself "
+                                  "reuses another study; point at the original")
+    return studies
+
+
+def result_path(results_dir: str | Path, setting: Setting) -> Path:
+    """Where a setting's HDF5 result lives: ``<results_dir>/<study>/<setting>.h5``."""
+    study, sid = setting.key
+    return Path(results_dir) / study / f"{sid}.h5"
+
