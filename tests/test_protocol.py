@@ -319,6 +319,10 @@ def test_run_configs_record_end_to_end(name, tmp_path, monkeypatch, capsys):
         assert re.search(rf"^{re.escape(method)}\s+{method.split('+')[0]}\s+1\s", line), line
     with ExperimentFile(out) as f:
         assert {f.run_attrs(r)["method"] for r in f.run_ids()} == set(cfg.pretrain.methods)
+    assert main(["info", "--runs", str(out)]) == 0
+    text = capsys.readouterr().out
+    for method in cfg.pretrain.methods:  # one line per run, naming its method
+        assert re.search(rf"^{re.escape(method)}-seed0\s+{re.escape(method)}\s+0\s", text, re.M)
 
 
 # --------------------------------------------------------------------------- CLI data, docs

@@ -29,6 +29,21 @@ class GroupSummary:
 
 
 @dataclass
+class RunSummary:
+    """One run: its method (the spec for runner files, else the ``pretrain`` attribute)."""
+
+    run_id: str
+    group: str
+    method: str
+    seed: int
+    status: str
+    checkpoints: int
+    final_test_error: float = float("nan")
+    best_epoch: float = float("nan")
+    test_error_at_best: float = float("nan")
+
+
+@dataclass
 class FileSummary:
     path: Path
     name: str
@@ -38,9 +53,10 @@ class FileSummary:
     groups: dict[str, GroupSummary]
     #: runs flagged 'diverged' (train NLL became NaN/Inf) -> the step at which they were stopped
     diverged: dict[str, int] = field(default_factory=dict)
+    runs: list[RunSummary] = field(default_factory=list)
 
-    def format(self) -> str:
-        """A plain-text table, one line per group."""
+    def format(self, runs: bool = False) -> str:
+        """A plain-text table, one line per group; ``runs``: then one line per run."""
         def stat(values: list[float], fmt: str) -> str:
             v = np.asarray(values, dtype=float)
             v = v[np.isfinite(v)]
@@ -67,6 +83,16 @@ class FileSummary:
         if self.diverged:
             lines.append("diverged (stopped, kept in the file, left out of projections): "
                          + ", ".join(f"{r} at step {s}" for r, s in self.diverged.items()))
+        if runs:
+            rw = max([6] + [len(r.run_id) for r in self.runs])
+            mw = max([6] + [len(r.method) for r in self.runs])
+            lines.append("")
+            lines.append(f"{'run':<{rw}} {'method':<{mw}} {'seed':>4} {'checkpoints':>11}  "
+                         f"{'test error':<10} {'test err @ best valid':<21} {'best epoch':<10} status")
+            for r in self.runs:
+                lines.append(f"{r.run_id:<{rw}} {r.method:<{mw}} {r.seed:>4} {r.checkpoints:>11}  "
+                             f"{r.final_test_error:<10.4f} {r.test_error_at_best:<21.4f} "
+                             f"{r.best_epoch:<10.1f} {r.status}")
         return "\n".join(lines)
 
 
@@ -90,6 +116,7 @@ def _summarize(path: str | Path, check: bool) -> FileSummary:
         if check:
             f.verify()
         diverged: dict[str, int] = {}
+        run_rows: list[RunSummary] = []
         groups: dict[str, GroupSummary] = defaultdict(lambda: GroupSummary(""))
         for info in f.runs():
             g = groups[info.group]
@@ -112,6 +139,13 @@ def _summarize(path: str | Path, check: bool) -> FileSummary:
             if "test_error_at_best" in attrs:
                 g.test_error_at_best.append(float(attrs["test_error_at_best"]))
                 g.best_epoch.append(float(attrs["best_epoch"]))
+            row = RunSummary(info.run_id, info.group, str(attrs.get("method", info.pretrain)),
+                             info.seed, info.status, info.n_checkpoints,
+                             test_error_at_best=float(attrs.get("test_error_at_best", np.nan)),
+                             best_epoch=float(attrs.get("best_epoch", np.nan)))
+            if info.n_checkpoints and "test_error" in m:
+                row.final_test_error = float(m["test_error"][-1])
+            run_rows.append(row)
         return FileSummary(path=Path(path), name=f.name, probe_size=f.probe_size,
                            n_classes=f.n_classes, probe_sha256=f.probe_sha256, groups=dict(groups),
-                           diverged=diverged)
+                           diverged=diverged, runs=run_rows)

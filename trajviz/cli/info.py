@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", type=Path, metavar="FILE", help="trajviz HDF5 file")
     p.add_argument("-o", "--output", type=Path, default=None,
                    help="also write the summary as JSON to this file")
+    p.add_argument("--runs", action="store_true",
+                   help="also list every run: its method spec, seed, test error at the end and "
+                        "at the checkpoint of best validation error")
     add_common(p)
     p.set_defaults(func=run)
 
@@ -27,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from trajviz.info import summarize
 
     summary = summarize(args.file)
-    print(summary.format())
+    print(summary.format(runs=args.runs))
     if args.output:
         data = {"path": str(summary.path), "name": summary.name, "probe_size": summary.probe_size,
                 "n_classes": summary.n_classes, "probe_sha256": summary.probe_sha256,
@@ -38,6 +41,12 @@ def run(args: argparse.Namespace) -> int:
                                "final_test_error": g.final_test_error,
                                "test_error_at_best": g.test_error_at_best,
                                "best_epoch": g.best_epoch}
-                           for k, g in summary.groups.items()}}
+                           for k, g in summary.groups.items()},
+                "runs": {r.run_id: {"group": r.group, "method": r.method, "seed": r.seed,
+                                    "status": r.status, "checkpoints": r.checkpoints,
+                                    "final_test_error": r.final_test_error,
+                                    "test_error_at_best": r.test_error_at_best,
+                                    "best_epoch": r.best_epoch}
+                         for r in summary.runs}}
         args.output.write_text(json.dumps(data, indent=2))
     return 0
