@@ -364,3 +364,25 @@ def test_cli_options_reach_the_scan_and_bad_input_is_one_line(experiment, tmp_pa
         err = capsys.readouterr().err
         assert rc == 1 and message in err and len(err.strip().splitlines()) == 1, (bad, err)
     assert out.read_bytes() == before
+
+
+def test_plots_draw_on_the_given_axes_and_cli_writes_figures(experiment, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from trajviz.plots.landscape import plot_scan_grid, plot_scans_1d
+
+    path, _ = experiment
+    out = tmp_path / "p.h5"
+    res = scan_file(path, out, settings=ScanSettings(directions=("filter",), grid=True, **QUICK))
+    fig, (a1, a2) = plt.subplots(1, 2)
+    assert plot_scans_1d(a1, res.alphas, res.runs, "filter") is a1
+    assert len(a1.lines) == 2 * len(res.runs) + 1 + 1  # thin lines, mean, alpha = 0 marker
+    assert plot_scan_grid(a2, res.alphas, res.runs[0].scans2d["filter"]["nll"]) is a2
+    plt.close(fig)
+    for view, name in (("lines", "l.pdf"), ("contour", "c.png")):
+        assert main(["plot", "landscape", str(out), "--view", view, "-o", str(tmp_path / name), "-q"]) == 0
+        assert (tmp_path / name).stat().st_size > 1000
+    assert main(["plot", "landscape", str(out), "--kind", "sgd", "-o", str(tmp_path / "x.pdf"), "-q"]) == 1

@@ -9,7 +9,7 @@ import importlib
 from trajviz.cli import HelpFormatter
 
 #: plot kinds, each a module trajviz.cli.plot_<kind>
-KINDS: list[str] = ["trajectories"]
+KINDS: list[str] = ["trajectories", "landscape"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
