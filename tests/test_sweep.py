@@ -356,3 +356,12 @@ def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "s.toml"
     path.write_text(text)
     return path
+
+
+def test_grid_that_changes_the_probe_set_fails_before_any_job(tmp_path):
+    same = sweep.sweep_from_dict({**TINY_SWEEP, "sweep": {"dataset.n_train": [100, 200]}})
+    sweep.check_probe_sets(sweep.expand(same))  # the train size leaves the test split as it is
+    changed = sweep.sweep_from_dict({**TINY_SWEEP, "sweep": {"dataset.seed": [0, 1]}})
+    with pytest.raises(ConfigError, match="seed=0 and seed=1 have different probe sets"):
+        sweep.run_sweep(changed, tmp_path / "o.h5", workers=1, task=must_not_run)
+    assert not (tmp_path / "o.shards").exists()

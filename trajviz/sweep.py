@@ -239,6 +239,40 @@ def expand(spec: SweepSpec) -> list[SweepJob]:
     return jobs
 
 
+def check_probe_sets(jobs: Sequence[SweepJob]) -> None:
+    """Check, before any job runs, that every job records on the same probe set, so that their
+    shards can be gathered into one file. Only needed (and only done: it builds each distinct
+    dataset once, here) when the grid changes a ``dataset.*`` or ``probe.*`` key."""
+    import dataclasses
+
+    if not any(k.startswith(("dataset.", "probe.")) for job in jobs for k in job.point):
+        return
+    from trajviz.data import load_dataset
+    from trajviz.store import probe_sha256
+
+    seen: dict[str, str] = {}
+    first: tuple[str, str] | None = None
+    for job in jobs:
+        cfg = job.config
+        ident = json.dumps([dataclasses.asdict(cfg.dataset), dataclasses.asdict(cfg.probe)],
+                           sort_keys=True)
+        if ident in seen:
+            continue
+        log.info("checking the probe set of sweep point %s", job.label)
+        split = load_dataset(cfg.dataset).split(cfg.probe.split)
+        if cfg.probe.n > len(split):
+            raise ConfigError(f"sweep point {job.label}: probe.n = {cfg.probe.n} exceeds the "
+                              f"{len(split)} examples of the {cfg.probe.split} split")
+        sha = seen[ident] = probe_sha256((split.head(cfg.probe.n) if cfg.probe.n else split).x)
+        if first is None:
+            first = (sha, job.label)
+        elif sha != first[0]:
+            raise SweepError(f"sweep points {first[1]} and {job.label} have different probe sets, "
+                             "so their runs cannot share one file; keep the probe inputs fixed "
+                             "(dataset.name/seed, the probe split's size, probe.*) across the "
+                             "grid, or run separate sweeps")
+
+
 def default_shards_dir(output: str | Path) -> Path:
     """Where the shards of a sweep writing ``output`` live: ``OUT.shards`` next to it."""
     return Path(output).with_suffix(".shards")
@@ -587,6 +621,7 @@ def run_sweep(spec: SweepSpec, output: str | Path, *, workers: int | None = None
         selected = [jobs[i] for i in sorted(set(only))]
     else:
         selected = jobs
+    check_probe_sets(jobs)
     if overwrite:
         if shards.exists():
             shutil.rmtree(shards)
