@@ -109,8 +109,11 @@ def test_sigkill_mid_run_leaves_a_readable_file_and_resume_finishes(tmp_path, ti
     tiny_dict["pretrain"]["methods"] = ["none"]
     cfg = write_config(tmp_path / "c.toml", tiny_dict)
     out = tmp_path / "o.h5"
+    # slow every HDF5 write a little (a testing hook of trajviz.lock) so the kill lands mid-run
+    env = dict(os.environ, TRAJVIZ_DEBUG_WRITE_DELAY="0.003")
     proc = subprocess.Popen([sys.executable, "-m", "trajviz.cli", "record", str(cfg), "-o", str(out),
-                             "-q"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "-q"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline:  # wait until a few checkpoints are on disk
         time.sleep(0.2)
@@ -120,6 +123,7 @@ def test_sigkill_mid_run_leaves_a_readable_file_and_resume_finishes(tmp_path, ti
                     break
         except Exception:
             continue
+    assert proc.poll() is None, "the run ended before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     with ExperimentFile(out) as f:
