@@ -266,7 +266,10 @@ def test_foreign_output_is_never_overwritten(tmp_path):
 
 def test_shard_from_another_config_is_refused(tmp_path):
     out = tmp_path / "out.h5"
-    sweep.run_sweep(sweep.sweep_from_dict(TINY_SWEEP), out, workers=1, only=[0], task=fake_record)
+    first = sweep.run_sweep(sweep.sweep_from_dict(TINY_SWEEP), out, workers=1, only=[0],
+                            task=fake_record)
+    assert [o.job.key for o in first.ran] == ["width=10-seed0"]
+    assert not first.gathered and not out.exists()  # --only (SLURM arrays) gathers nothing
     changed = sweep.sweep_from_dict({**TINY_SWEEP, "train": {"epochs": 2}})
     with pytest.raises(ConfigError, match="different config .train"):
         sweep.run_sweep(changed, out, workers=1, task=must_not_run)
@@ -349,6 +352,14 @@ def test_ray_retries_a_crashed_worker(ray_instance, tmp_path):
     result = sweep.run_sweep(spec, tmp_path / "out.h5", ray_address="local", retries=2,
                              task=functools.partial(crash_once, str(tmp_path)))
     assert result.ok and [p.name for p in tmp_path.glob("*.crashed")] == ["width=10-seed0.crashed"]
+    assert len(_outputs(tmp_path / "out.h5")) == 2
+
+
+def test_ray_lists_jobs_that_keep_failing(ray_instance, tmp_path):
+    result = sweep.run_sweep(sweep.sweep_from_dict(TINY_SWEEP), tmp_path / "out.h5",
+                             ray_address="local", retries=1, task=fail_seed1)
+    assert sorted(o.job.key for o in result.failed) == ["width=10-seed1", "width=12-seed1"]
+    assert all(o.attempts == 2 and "planted failure" in o.error for o in result.failed)
     assert len(_outputs(tmp_path / "out.h5")) == 2
 
 
