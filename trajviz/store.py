@@ -519,6 +519,7 @@ class ExperimentFile:
         self._f, self._lock = open_for_reading(self.path, lock_timeout)
         try:
             self._validate_root()
+            self.check_structure()
         except BaseException:
             self.close()
             raise
@@ -572,7 +573,7 @@ class ExperimentFile:
 
     @_guarded
     def probe_targets(self) -> np.ndarray:
-        return self._dataset("probe/targets", ndim=1)[()].astype(np.int64)
+        return self._dataset("probe/targets", ndim=1, kind="iu")[()].astype(np.int64)
 
     @property
     @_guarded
@@ -621,7 +622,7 @@ class ExperimentFile:
     @_guarded
     def steps(self, run_id: str) -> np.ndarray:
         g = self._run(run_id)
-        return self._dataset(f"{g.name}/steps", ndim=1)[()].astype(np.int64)
+        return self._dataset(f"{g.name}/steps", ndim=1, kind="iu")[()].astype(np.int64)
 
     @_guarded
     def epochs(self, run_id: str) -> np.ndarray:
@@ -686,11 +687,13 @@ class ExperimentFile:
         return f"params/{which}" in self._run(run_id)
 
     @_guarded
-    def verify(self) -> None:
-        """Read every run whole and check it against the format contract (docs/format.md):
-        dataset kinds, dtypes and shapes, increasing steps, a known status, probabilities
-        finite and within [0, 1], probe labels within the classes. Raises :class:`FormatError`
-        naming the first bad HDF5 key; memory stays O(N C) per run."""
+    def check_structure(self) -> None:
+        """Check everything but the bulk arrays against the format contract (docs/format.md):
+        the config is a JSON object, probe labels lie within the classes, and every run has a
+        known status, increasing integer steps, metrics and epochs at least as long, and
+        outputs and parameters of the right kind, dtype and shape (their values are checked
+        when read). Done at open; raises :class:`FormatError` naming the first bad key."""
+        self.config  # noqa: B018 - must be a JSON object
         targets = self.probe_targets()
         if targets.size and (targets.min() < -1 or targets.max() >= self.n_classes):
             raise FormatError(f"{self.path}: '/probe/targets' holds labels outside "
@@ -705,12 +708,41 @@ class ExperimentFile:
             if steps.size > 1 and not np.all(np.diff(steps) > 0):
                 raise FormatError(f"{self.path}: '{g.name}/steps' is not increasing")
             self.epochs(rid)
+            self._key = f"{g.name}/metrics"
+            if "metrics" in g and not isinstance(g["metrics"], h5py.Group):
+                raise FormatError(f"{self.path}: '{g.name}/metrics' should be a group")
             self.metrics(rid)
+            self._outputs(g)
+            for which, sub in self._param_groups(g):
+                for name in sub:
+                    self._dataset(f"{sub.name}/{name}", kind="f")
+
+    @_guarded
+    def verify(self) -> None:
+        """:meth:`check_structure`, then read every run whole: probabilities finite and within
+        [0, 1], every data chunk's checksum. Raises :class:`FormatError` naming the first bad
+        HDF5 key; memory stays O(N C) per run."""
+        self.check_structure()
+        for rid in self.run_ids():
             for _ in self.iter_outputs(rid):
                 pass
-            if "params" in g:
-                for which in g["params"]:
-                    self.params(rid, which)
+            for which, _sub in self._param_groups(self._run(rid)):
+                self.params(rid, which)
+
+    def _param_groups(self, g: h5py.Group) -> list[tuple[str, h5py.Group]]:
+        self._key = f"{g.name}/params"
+        if "params" not in g:
+            return []
+        pg = g["params"]
+        if not isinstance(pg, h5py.Group):
+            raise FormatError(f"{self.path}: '{pg.name}' should be a group")
+        out = []
+        for which in pg:
+            self._key = f"{pg.name}/{which}"
+            if not isinstance(pg[which], h5py.Group):
+                raise FormatError(f"{self.path}: '{pg.name}/{which}' should be a group")
+            out.append((which, pg[which]))
+        return out
 
     # --- helpers
     def _run(self, run_id: str) -> h5py.Group:
@@ -758,8 +790,8 @@ class ExperimentFile:
             raise FormatError(f"{self.path}: '{self._key}' should be a {ndim}-D dataset, "
                               f"it has shape {ds.shape}")
         if ds.dtype.kind not in kind:
-            raise FormatError(f"{self.path}: '{self._key}' has dtype {ds.dtype}, expected "
-                              f"{'floats' if kind == 'f' else 'numbers'}")
+            expected = {"f": "floats", "iu": "integers"}.get(kind, "numbers")
+            raise FormatError(f"{self.path}: '{self._key}' has dtype {ds.dtype}, expected {expected}")
         if length is not None and ds.shape[0] < length:
             raise FormatError(f"{self.path}: '{self._key}' has {ds.shape[0]} rows, but "
                               f"'steps' counts {length} checkpoints")
@@ -1162,6 +1194,19 @@ def write_embedding(path: str | Path, coords: np.ndarray, run: Any, step: Any, g
 
 
 def read_embedding(path: str | Path) -> dict[str, Any]:
+    """Read an embedding file, validating it against docs/format.md (see
+    :func:`_read_embedding`); any error reading it becomes a :class:`FormatError`."""
+    try:
+        return _read_embedding(path)
+    except TrajvizError:
+        raise
+    except _READ_ERRORS as exc:
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        raise FormatError(f"{path}: cannot be read as an embedding file ({msg}); the file is "
+                          "damaged or of another kind") from None
+
+
+def _read_embedding(path: str | Path) -> dict[str, Any]:
     """Read an embedding file, validating it against docs/format.md.
 
     Returns a dict with ``coords`` (M, k) float64, ``points`` (name -> (M,) array; strings as
