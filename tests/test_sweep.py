@@ -292,6 +292,17 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     assert err.count("\n") == 0 and "model.width = -1: must be >= 1" in err
 
 
+def test_cli_unreachable_ray_head_fails_fast(tmp_path, capsys):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'trajviz[ray]')")
+    import ray
+
+    if ray.is_initialized():
+        pytest.skip("this process already runs Ray, whose instance --ray would use")
+    path = _write(tmp_path, TINY_TOML)
+    assert main(["sweep", str(path), "-o", str(tmp_path / "o.h5"), "--ray", "127.0.0.1:1", "-q"]) == 1
+    assert "no Ray head answers there" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- real training
 
 

@@ -221,6 +221,20 @@ def _import_ray() -> Any:
     return ray
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a HOST:PORT nobody listens at (``ray.init`` would retry for minutes)."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if address.startswith("ray://") or not sep or not port.isdigit():
+        return  # Ray client addresses and anything else: let ray.init judge
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise SweepError(f"--ray {address}: no Ray head answers there ({exc}); start one with "
+                         "`ray start --head --port=PORT`, or use --ray local") from None
+
+
 def _run_ray(jobs: list[SweepJob], shards: Path, task: JobTask, address: str, workers: int | None,
              retries: int, tracker: _Tracker) -> list[JobOutcome]:
     """Run jobs as Ray tasks. Ray retries a task whose worker dies (``max_retries``) or that
@@ -235,6 +249,7 @@ def _run_ray(jobs: list[SweepJob], shards: Path, task: JobTask, address: str, wo
             if workers:
                 kwargs["num_cpus"] = workers
         else:
+            _check_reachable(address)
             kwargs["address"] = address
         log.info("connecting to Ray (%s)", address)
         try:
