@@ -87,6 +87,13 @@ def crash_once(marker_dir: str, config_json: str, shard: str) -> None:
     fake_record(config_json, shard)
 
 
+def crash_seed0(config_json: str, shard: str) -> None:
+    """Kill the worker process on every attempt of seed 0's jobs; record the others."""
+    if json.loads(config_json)["seeds"][0] == 0:
+        os._exit(13)
+    fake_record(config_json, shard)
+
+
 def fail_seed1(config_json: str, shard: str) -> None:
     """Raise on every attempt of seed 1's jobs; record the others."""
     if json.loads(config_json)["seeds"][0] == 1:
@@ -228,6 +235,17 @@ def test_crashed_worker_is_retried_and_rerun_does_no_work(tmp_path):
     assert out.stat().st_mtime_ns == before
 
 
+def test_a_job_that_always_kills_its_worker_fails_alone(tmp_path):
+    # seed 0 and seed 1 run together when seed 0's worker dies: the crash cannot be pinned on
+    # either, so neither is charged; each reruns alone and only seed 0 keeps crashing.
+    spec = sweep.sweep_from_dict({**TINY_SWEEP, "sweep": {"model.width": [10]}})
+    result = sweep.run_sweep(spec, tmp_path / "out.h5", workers=2, retries=0, task=crash_seed0)
+    status = {o.job.key: (o.status, o.error) for o in result.outcomes}
+    assert status == {"width=10-seed0": ("failed", "its worker process died"),
+                      "width=10-seed1": ("done", "")}
+    assert list(_outputs(tmp_path / "out.h5")) == ["width=10:none-seed1"]
+
+
 def test_failed_jobs_are_listed_and_the_rest_gathered(tmp_path):
     spec = sweep.sweep_from_dict(TINY_SWEEP)
     out = tmp_path / "out.h5"
@@ -252,7 +270,7 @@ def test_cli_exit_code_names_failed_jobs(tmp_path, monkeypatch, capsys):
                "--retries", "0", "-q"])
     err = capsys.readouterr().err
     assert rc == 1
-    assert "2 of 4 jobs failed after 1 attempts: width=10-seed1, width=12-seed1" in err
+    assert "2 of 4 jobs failed (retried 0 times): width=10-seed1, width=12-seed1" in err
     assert "Traceback" not in err
 
 

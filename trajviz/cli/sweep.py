@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     if result.failed:
         keys = ", ".join(o.job.key for o in result.failed)
         print(f"trajviz sweep: error: {len(result.failed)} of {len(result.outcomes)} jobs failed "
-              f"after {args.retries + 1} attempts: {keys}; rerun the same command to retry them",
+              f"(retried {args.retries} times): {keys}; rerun the same command to retry them",
               file=sys.stderr)
         return 1
     return 0

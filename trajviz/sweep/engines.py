@@ -158,13 +158,17 @@ def _run_local(jobs: list[SweepJob], shards: Path, task: JobTask, workers: int, 
                tracker: _Tracker) -> list[JobOutcome]:
     """Run jobs on a spawn-context process pool, at most ``workers`` at a time.
 
-    Only ``workers`` jobs are ever submitted, so each one in flight is really running. When a
-    worker process dies the pool breaks and every job in flight fails with it: each is charged an
-    attempt (the pool cannot tell which one killed it) and resubmitted, resuming its shard, on a
-    fresh pool.
+    Only ``workers`` jobs are ever submitted, so each one in flight is really running. A job that
+    raises is charged one failed attempt. When a worker process dies the pool breaks and every job
+    in flight fails with it, and the pool cannot say whose worker died: if one job was in flight
+    it is charged; if several, none is, and each becomes a *suspect* that from then on runs alone,
+    so that its next crash (if any) is its own. Jobs are resubmitted, resuming their shards, on a
+    fresh pool. A job is failed once charged ``retries + 1`` times.
     """
     outcomes: dict[str, JobOutcome] = {}
-    attempts = {job.key: 0 for job in jobs}
+    submitted = {job.key: 0 for job in jobs}
+    charged = {job.key: 0 for job in jobs}
+    suspects: set[str] = set()
     pending = deque(jobs)
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = multiprocessing.get_context("spawn")
@@ -173,39 +177,53 @@ def _run_local(jobs: list[SweepJob], shards: Path, task: JobTask, workers: int, 
         return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                    initargs=(threads,))
 
+    def may_start(job: SweepJob) -> bool:
+        if job.key in suspects:
+            return not inflight
+        return not any(j.key in suspects for j in inflight.values())
+
     pool = new_pool()
     inflight: dict[Future, SweepJob] = {}
     try:
         while pending or inflight:
-            while pending and len(inflight) < workers:
+            while pending and len(inflight) < workers and may_start(pending[0]):
                 job = pending.popleft()
                 shard = shards / f"{job.key}.h5"
                 if shard.exists() and job_state(job, shard) == "unreadable":
                     _set_aside(shard)
-                attempts[job.key] += 1
+                submitted[job.key] += 1
                 inflight[pool.submit(task, job.config.to_json(), str(shard))] = job
             done, _ = wait(inflight, return_when=FIRST_COMPLETED)
             if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
                 done, _ = wait(inflight)  # a broken pool fails every job in flight
                 pool.shutdown(wait=True, cancel_futures=True)
                 pool = new_pool()
+            crashed = [f for f in done if isinstance(f.exception(), BrokenProcessPool)]
             for fut in done:
                 job = inflight.pop(fut)
                 exc = fut.exception()
                 if exc is None:
-                    outcomes[job.key] = JobOutcome(job, DONE, attempts[job.key],
+                    outcomes[job.key] = JobOutcome(job, DONE, submitted[job.key],
                                                    shard=shards / f"{job.key}.h5")
                     tracker.update(DONE)
                     continue
+                if isinstance(exc, BrokenProcessPool) and len(crashed) > 1:
+                    log.warning("a worker died while %d jobs ran; job %s will rerun alone to "
+                                "find out whether it was the cause", len(crashed), job.key)
+                    suspects.add(job.key)
+                    pending.appendleft(job)
+                    continue
+                charged[job.key] += 1
                 error = ("its worker process died" if isinstance(exc, BrokenProcessPool)
                          else _describe(exc))
-                if attempts[job.key] <= retries:
+                if charged[job.key] <= retries:
                     log.warning("job %s failed (%s); retry %d of %d", job.key, error,
-                                attempts[job.key], retries)
+                                charged[job.key], retries)
                     pending.appendleft(job)
                 else:
-                    log.error("job %s failed after %d attempts: %s", job.key, attempts[job.key], error)
-                    outcomes[job.key] = JobOutcome(job, FAILED, attempts[job.key], error=error)
+                    log.error("job %s failed after %d attempts: %s", job.key, submitted[job.key],
+                              error)
+                    outcomes[job.key] = JobOutcome(job, FAILED, submitted[job.key], error=error)
                     tracker.update(FAILED)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
