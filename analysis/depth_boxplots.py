@@ -1,0 +1,12 @@
+"""Test error vs depth, with and without pre-training (box: quartiles; whiskers: 1.5 IQR; dots: outlying seeds). (F1, F2; study: depth)
+
+Reads the results that `trajviz reproduce` recorded and writes the figure as PDF and PNG
+(GIF for the animation). Usage: python analysis/depth_boxplots.py [DIR] [--profile quick|full] [-o OUT]
+"""
+
+import sys
+
+from trajviz.reproduce.figures import figure_main
+
+if __name__ == "__main__":
+    sys.exit(figure_main("depth_boxplots"))

@@ -1,0 +1,12 @@
+"""Histograms of test error over seeds, shallowest vs deepest nets. (F2; study: depth)
+
+Reads the results that `trajviz reproduce` recorded and writes the figure as PDF and PNG
+(GIF for the animation). Usage: python analysis/error_histograms.py [DIR] [--profile quick|full] [-o OUT]
+"""
+
+import sys
+
+from trajviz.reproduce.figures import figure_main
+
+if __name__ == "__main__":
+    sys.exit(figure_main("error_histograms"))

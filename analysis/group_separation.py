@@ -1,0 +1,12 @@
+"""Distance between the groups' centroids over their RMS radius, per epoch (above 1: apart). (F10; study: trajectories)
+
+Reads the results that `trajviz reproduce` recorded and writes the figure as PDF and PNG
+(GIF for the animation). Usage: python analysis/group_separation.py [DIR] [--profile quick|full] [-o OUT]
+"""
+
+import sys
+
+from trajviz.reproduce.figures import figure_main
+
+if __name__ == "__main__":
+    sys.exit(figure_main("group_separation"))

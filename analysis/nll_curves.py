@@ -1,0 +1,12 @@
+"""log test NLL against log train NLL after each epoch, one line per seed (dot: last epoch). (F3; study: depth)
+
+Reads the results that `trajviz reproduce` recorded and writes the figure as PDF and PNG
+(GIF for the animation). Usage: python analysis/nll_curves.py [DIR] [--profile quick|full] [-o OUT]
+"""
+
+import sys
+
+from trajviz.reproduce.figures import figure_main
+
+if __name__ == "__main__":
+    sys.exit(figure_main("nll_curves"))

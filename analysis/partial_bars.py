@@ -1,0 +1,12 @@
+"""Partial pre-training (median, IQR bars, seeds as dots). (F8; study: partial)
+
+Reads the results that `trajviz reproduce` recorded and writes the figure as PDF and PNG
+(GIF for the animation). Usage: python analysis/partial_bars.py [DIR] [--profile quick|full] [-o OUT]
+"""
+
+import sys
+
+from trajviz.reproduce.figures import figure_main
+
+if __name__ == "__main__":
+    sys.exit(figure_main("partial_bars"))

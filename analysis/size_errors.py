@@ -1,0 +1,12 @@
+"""Test error vs training-set size (mean, 95% error bars over seeds). (F4; study: size)
+
+Reads the results that `trajviz reproduce` recorded and writes the figure as PDF and PNG
+(GIF for the animation). Usage: python analysis/size_errors.py [DIR] [--profile quick|full] [-o OUT]
+"""
+
+import sys
+
+from trajviz.reproduce.figures import figure_main
+
+if __name__ == "__main__":
+    sys.exit(figure_main("size_errors"))

@@ -1,0 +1,169 @@
+"""trajviz reproduce: study files, resumable recording, --only, the report, the figure scripts.
+
+One tiny reproduction (tests/reproduce_tiny.py: digits subsets, 3 seeds, 2 epochs) is recorded
+once per module and shared; tests that change results work on copies.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from trajviz.cli import main
+from trajviz.errors import ConfigError
+from trajviz.findings import FINDINGS, VERDICTS
+from trajviz.reproduce import reproduce
+from trajviz.reproduce.figures import FIGURES
+from trajviz.reproduce.studies import load_studies, parse_study
+from trajviz.store import ExperimentFile
+
+sys.path.insert(0, str(Path(__file__).parent))
+from reproduce_tiny import write_tiny_studies  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    base = tmp_path_factory.mktemp("reproduce")
+    studies = write_tiny_studies(base / "studies")
+    out = base / "out"
+    res = reproduce(profile="quick", output=out, studies_dir=studies, n_boot=200, figures=False)
+    return studies, out, res
+
+
+# --------------------------------------------------------------------------- study files
+
+
+def test_repository_studies_validate_for_both_profiles():
+    for profile in ("quick", "full"):
+        studies = load_studies(ROOT / "runs" / "studies", profile)
+        needed = {s for f in FINDINGS.values() for s in f.studies}
+        assert needed <= set(studies), f"{profile}: studies missing for some findings"
+    full = load_studies(ROOT / "runs" / "studies", "full")
+    assert len(full["depth"].setting("depth1").config.seeds) == 400
+    assert full["depth"].setting("depth1").config.dataset.name == "mnist"
+
+
+def _study(**over):
+    data = {"study": "s", "base": {"seeds": [0]},
+            "settings": [{"id": "a", "set": {"model.depth": 1}}],
+            "profiles": {"quick": {"set": {"dataset.name": "digits"}}, "full": {}}}
+    data.update(over)
+    return data
+
+
+def test_study_resolution_and_range():
+    st = parse_study(_study(profiles={"quick": {"set": {"seeds": {"range": [0, 5]}}}, "full": {}}),
+                     "quick", Path("s.toml"))
+    cfg = st.setting("a").config
+    assert cfg.seeds == [0, 1, 2, 3, 4] and cfg.model.depth == 1 and cfg.name == "s-a"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"bogus": 1}, "unknown key 'bogus'"),
+    ({"settings": [{"id": "a", "set": {"model.depth": 9}}]}, "setting 1 .quick profile.*model.depth"),
+    ({"settings": [{"id": "a", "set": {"model.depth": 1}}, {"id": "a", "set": {}}]}, "used twice"),
+    ({"settings": [{"id": "a", "from": "nope"}]}, "STUDY/SETTING"),
+    ({"profiles": {"full": {}}}, r"no \[profiles.quick\]"),
+])
+def test_study_errors_name_the_problem(change, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_study(_study(**change), "quick", Path("s.toml"))
+
+
+def test_bad_study_fails_before_training(tmp_path, capsys):
+    studies = write_tiny_studies(tmp_path / "studies")
+    text = (studies / "hist.toml").read_text().replace('"model.depth" = 1', '"model.depth" = 9')
+    (studies / "hist.toml").write_text(text)
+    rc = main(["reproduce", "--studies", str(studies), "-o", str(tmp_path / "out"), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 1 and len(err.strip().splitlines()) == 1 and "model.depth" in err
+    assert not (tmp_path / "out" / "results").exists()
+
+
+def test_cli_rejects_unknown_finding(tmp_path, capsys):
+    rc = main(["reproduce", "--only", "F1,F11", "-o", str(tmp_path / "o"), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "F11" in err and "F10" in err
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def test_report_has_all_ten_findings(tiny):
+    _, out, res = tiny
+    assert [f.id for f in res.findings] == list(FINDINGS)
+    data = json.loads((out / "findings.json").read_text())
+    for f in data["findings"]:
+        assert f["verdict"] in VERDICTS
+        assert f["statistic"] and f["unit"]
+    md = (out / "report.md").read_text()
+    for fid in FINDINGS:
+        assert f"| {fid} |" in md
+    assert "<table>" in (out / "report.html").read_text()
+    # F1's value is recomputed from the stored errors by the same contrast
+    assert res.findings[0].n_runs == 12
+
+
+def test_resume_records_nothing_when_complete(tiny, tmp_path):
+    studies, out, _ = tiny
+    copy = tmp_path / "out"
+    shutil.copytree(out / "results", copy / "results")
+    f = copy / "results" / "depth" / "depth1.h5"
+    before = f.stat().st_mtime_ns
+    res = reproduce(profile="quick", only="F1", output=copy, studies_dir=studies, n_boot=100,
+                    figures=False)
+    assert {s.status for s in res.settings} == {"complete"}
+    assert f.stat().st_mtime_ns == before
+
+
+def test_resume_adds_only_missing_runs(tiny, tmp_path):
+    studies, out, _ = tiny
+    copy = tmp_path / "out"
+    shutil.copytree(out / "results", copy / "results")
+    more = tmp_path / "studies"
+    shutil.copytree(studies, more)
+    text = (more / "depth.toml").read_text().replace("seeds = [0, 1, 2]", "seeds = [0, 1, 2, 3]")
+    (more / "depth.toml").write_text(text)
+    path = copy / "results" / "depth" / "depth1.h5"
+    with ExperimentFile(path) as f:
+        old = f.outputs("none-seed0")
+    res = reproduce(profile="quick", only="F1", output=copy, studies_dir=more, n_boot=100,
+                    figures=False)
+    assert {s.status for s in res.settings} == {"recorded"}
+    with ExperimentFile(path) as f:
+        assert {"none-seed3", "sdae-seed3"} <= set(f.run_ids())
+        assert (f.outputs("none-seed0") == old).all()  # kept, not redone
+    assert res.findings[0].n_runs == 16
+
+
+def test_only_records_what_its_findings_need(tiny, tmp_path):
+    studies, _, _ = tiny
+    res = reproduce(profile="quick", only="F8", output=tmp_path / "o", studies_dir=studies,
+                    n_boot=100, figures=True)
+    assert [f.id for f in res.findings] == ["F8"]
+    assert sorted(p.name for p in (tmp_path / "o" / "results").iterdir()) == ["partial"]
+    assert set(res.figures) == {"partial_bars"}
+    assert "| F8 |" in (tmp_path / "o" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("name", [f.name for f in FIGURES])
+def test_figure_script_writes_nonempty_files(tiny, tmp_path, name, monkeypatch):
+    studies, out, _ = tiny
+    script = ROOT / "analysis" / f"{name}.py"
+    assert script.exists()
+    monkeypatch.setattr(sys, "argv", [str(script), str(out), "--studies", str(studies),
+                                      "-o", str(tmp_path), "-q"])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(script), run_name="__main__")
+    assert done.value.code == 0
+    files = list(tmp_path.iterdir())
+    suffixes = {p.suffix for p in files}
+    assert suffixes == ({".gif"} if name.endswith("animation") else {".pdf", ".png"})
+    assert all(p.stat().st_size > 1000 for p in files)
