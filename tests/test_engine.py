@@ -105,6 +105,33 @@ def test_same_seed_same_numbers_on_rerun():
         assert torch.equal(pa, pb)
 
 
+@pytest.mark.parametrize("group_bytes", [1, None, 1 << 40])
+@pytest.mark.parametrize("batch", [1, 10, 40])
+def test_step_and_grouped_run_equal_autograd_float64(group_bytes, batch):
+    """Single updates and grouped runs of updates (one net at a time, the default grouping,
+    all nets together) make the reference's updates (finetune_loss + autograd)."""
+    from trajviz.train import finetune_loss
+
+    x, y = _data(torch.float64)
+    stepped, grouped, ref = (_net([0, 1, 2], torch.float64) for _ in range(3))
+    one = FinetuneStep(stepped, lr=0.3, l2=0.01)
+    many = FinetuneStep(grouped, lr=0.3, l2=0.01, group_bytes=group_bytes)
+    g = torch.Generator().manual_seed(5)
+    idxs = [torch.stack([torch.randperm(N_TRAIN, generator=g)[:batch] for _ in range(3)])
+            for _ in range(4)]
+    for idx in idxs:
+        one(x, y, idx)
+        params = [p.requires_grad_(True) for p in ref.parameters()]
+        grads = torch.autograd.grad(finetune_loss(ref, x[idx], y[idx], 0.01), params)
+        with torch.no_grad():
+            for p, gr in zip(params, grads):
+                p.sub_(0.3 * gr)
+    many.run(x, y, idxs)
+    _assert_nets_close(stepped, ref, **F64)
+    _assert_nets_close(grouped, ref, **F64)
+    assert many.group_size == {1: 1, None: 3, 1 << 40: 3}[group_bytes]
+
+
 def test_step_reuses_its_buffers():
     """A step allocates its activation buffers once per minibatch size, not per call."""
     x, y = _data(torch.float32)
@@ -112,11 +139,11 @@ def test_step_reuses_its_buffers():
     step = FinetuneStep(net, lr=0.1)
     idx = torch.arange(20).view(2, 10)
     step(x, y, idx)
-    first = step._buffers[10].acts[0].data_ptr()
+    first = step._buffers[2, 10].acts[0].data_ptr()
     step(x, y, idx)
     step(x, y, idx[:, :7])
-    assert step._buffers[10].acts[0].data_ptr() == first
-    assert sorted(step._buffers) == [7, 10]
+    assert step._buffers[2, 10].acts[0].data_ptr() == first
+    assert sorted(step._buffers) == [(2, 7), (2, 10)]
 
 
 def test_unknown_backend_is_refused():

@@ -140,7 +140,10 @@ def finetune(net: StackedMLP, train: tuple[torch.Tensor, torch.Tensor], cfg: Tra
 
     ``backend``: ``"fast"`` (:class:`trajviz.engine.FinetuneStep`: hand-derived gradients fused
     into in-place updates) or ``"autograd"`` (the reference). Both see the same example order and
-    compute the same updates; once some nets are inactive, the masked update uses autograd.
+    compute the same updates; once some nets are inactive, the masked update uses autograd. The
+    fast path collects the minibatches up to the next checkpoint and makes their updates in one
+    :meth:`~trajviz.engine.FinetuneStep.run` (nets are independent, so it may order the work
+    net by net, which keeps each net's weights in cache).
     """
     if backend not in BACKENDS:
         raise ConfigError(f"engine.backend = {backend!r}: choose one of {', '.join(BACKENDS)}")
@@ -153,6 +156,7 @@ def finetune(net: StackedMLP, train: tuple[torch.Tensor, torch.Tensor], cfg: Tra
     for p in params:
         p.requires_grad_(True)
     step = 0
+    pending: list[torch.Tensor] = []  # fast path: minibatches whose updates are not made yet
     checkpoint(0, 0.0)
     for epoch in progress_bar(range(cfg.epochs), enabled=progress, desc="fine-tune", unit="epoch"):
         perms = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(x.device)
@@ -164,7 +168,7 @@ def finetune(net: StackedMLP, train: tuple[torch.Tensor, torch.Tensor], cfg: Tra
                     break
                 grads = _masked_grads(net, x[idx], y[idx], cfg.l2, params, active)
             elif fast is not None:
-                fast(x, y, idx)
+                pending.append(idx)
                 grads = []
             else:
                 loss = finetune_loss(net, x[idx], y[idx], cfg.l2)
@@ -174,10 +178,15 @@ def finetune(net: StackedMLP, train: tuple[torch.Tensor, torch.Tensor], cfg: Tra
                     p.sub_(cfg.lr * g)
             step += 1
             if step in ckpt_set:
+                if pending:
+                    fast.run(x, y, pending)
+                    pending = []
                 checkpoint(step, step / per_epoch)
         else:
             continue
         break  # the inner loop stopped: no net is active
+    if pending:  # every epoch ends at a checkpoint, so this is only a safeguard
+        fast.run(x, y, pending)
     for p in params:
         p.requires_grad_(False)
 

@@ -1,0 +1,305 @@
+"""The fast engine against a plain PyTorch loop, the machine's matmul peak, and the cost of
+recording, all measured in one run.
+
+Workload: the studies' trajectory net (784-800-800-10, sigmoid hidden layers, softmax output),
+K nets, one pass over ``n`` synthetic MNIST-shaped examples per net (each net its own example
+order), minibatch 10 and minibatch 100, float32. Rows:
+
+- ``peak``: float32 matmul of two large square matrices (GFLOP/s), the ceiling;
+- ``plain``: the baseline: ``nn.Sequential`` + ``torch.optim.SGD``, one net at a time, the same
+  initial weights, example order and learning rate;
+- ``autograd``: trajviz's reference backend (K nets batched, autograd, manual SGD);
+- ``fast``: trajviz's engine (hand-derived fused updates, ``engine.py``) as the runner drives
+  it: the updates between checkpoints in one ``FinetuneStep.run``, net-group by net-group;
+- ``fast/step``: the same updates one step at a time, all K nets in every batched product;
+- ``compiled`` (with ``--compile``): the autograd step under ``torch.compile``.
+
+Variants are timed in turns, ``--repeats`` rounds, and the fastest round of each is kept, so a
+burst of load from other processes hits all of them alike; ratios within one run are what to
+compare. The final weights of ``fast`` and ``plain`` are compared to show it is the same work.
+
+Recording (minibatch 10): train only, + the probe forward pass (all nets in one batched
+forward), + HDF5 writes through the background writer, + HDF5 writes done synchronously. The
+overhead of each is reported next to the probe forward's share of the FLOPs.
+
+    .venv/bin/python benchmarks/bench_engine.py [--threads T] [--nets 8] [--repeats 3] [--compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from trajviz.engine import BackgroundWriter, DeferredRun, FinetuneStep
+from trajviz.nets import StackedMLP
+from trajviz.record import Recorder
+from trajviz.train import finetune_loss, probabilities, run_streams
+
+SIZES = [784, 800, 800, 10]
+LR = 0.05
+
+
+def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
+    """float32 GFLOP/s of (n, n) @ (n, n), best of ``repeats``."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
+    out = torch.empty(n, n)
+    torch.mm(a, b, out=out)
+    best = min(_timed(lambda: torch.mm(a, b, out=out)) for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
+
+
+#: the clock of every measurement: wall time (``time.perf_counter``), or this process's CPU time
+#: (``time.process_time``: all its threads; steadier on a machine shared with other work, where
+#: wall time also counts the time slices other processes got). Set by ``--clock``.
+CLOCK: Callable[[], float] = time.perf_counter
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t0 = CLOCK()
+    fn()
+    return CLOCK() - t0
+
+
+def train_flops_per_example(sizes: list[int]) -> float:
+    """Multiply-adds x 2 of one SGD example: forward (2P), input gradients of every layer but
+    the first (2(P - d0 h1)), weight gradients (2P); biases and elementwise work left out."""
+    p = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    return 2.0 * (3 * p - sizes[0] * sizes[1])
+
+
+def forward_flops_per_example(sizes: list[int]) -> float:
+    return 2.0 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+class Workload:
+    """K nets' initial weights, the data and each net's example order for one pass."""
+
+    def __init__(self, n_nets: int, n: int, batch: int, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.rand(n, SIZES[0], generator=g)
+        self.y = torch.randint(0, SIZES[-1], (n,), generator=g)
+        streams = [run_streams(s) for s in range(n_nets)]
+        self.net0 = StackedMLP.init(SIZES, [s.init for s in streams])
+        self.perms = torch.stack([torch.randperm(n, generator=s.order) for s in streams])
+        self.batch, self.n, self.k = batch, n, n_nets
+
+    def fresh_net(self) -> StackedMLP:
+        return StackedMLP([w.clone() for w in self.net0.weights], [b.clone() for b in self.net0.biases])
+
+    def minibatches(self):
+        for start in range(0, self.n, self.batch):
+            yield self.perms[:, start:start + self.batch]
+
+
+def plain_modules(wl: Workload) -> list[torch.nn.Sequential]:
+    """The K nets' initial weights as plain modules (built outside the timed region)."""
+    return [wl.net0.to_module(k) for k in range(wl.k)]
+
+
+def run_plain(wl: Workload, modules: list[torch.nn.Sequential]) -> list[torch.nn.Sequential]:
+    """The baseline: each net alone, nn.Sequential + torch.optim.SGD."""
+    for k, module in enumerate(modules):
+        opt = torch.optim.SGD(module.parameters(), lr=LR)
+        order = wl.perms[k]
+        for start in range(0, wl.n, wl.batch):
+            idx = order[start:start + wl.batch]
+            opt.zero_grad()
+            F.cross_entropy(module(wl.x[idx]), wl.y[idx]).backward()
+            opt.step()
+    return modules
+
+
+def run_fast(wl: Workload, net: StackedMLP) -> StackedMLP:
+    """The engine as :func:`trajviz.train.finetune` drives it: the updates between two
+    checkpoints in one grouped run."""
+    FinetuneStep(net, LR).run(wl.x, wl.y, list(wl.minibatches()))
+    return net
+
+
+def run_fast_steps(wl: Workload, net: StackedMLP) -> StackedMLP:
+    """The engine one update at a time, all K nets batched in every product."""
+    step = FinetuneStep(net, LR)
+    for idx in wl.minibatches():
+        step(wl.x, wl.y, idx)
+    return net
+
+
+def _autograd_step(net: StackedMLP, xb: torch.Tensor, yb: torch.Tensor) -> None:
+    params = net.parameters()
+    grads = torch.autograd.grad(finetune_loss(net, xb, yb, 0.0), params)
+    with torch.no_grad():
+        for p, g in zip(params, grads):
+            p.sub_(LR * g)
+
+
+def run_autograd(wl: Workload, net: StackedMLP, step_fn=_autograd_step) -> StackedMLP:
+    for p in net.parameters():
+        p.requires_grad_(True)
+    for idx in wl.minibatches():
+        step_fn(net, wl.x[idx], wl.y[idx])
+    return net
+
+
+def max_weight_difference(net: StackedMLP, modules: list[torch.nn.Sequential]) -> float:
+    worst = 0.0
+    for k, module in enumerate(modules):
+        ref = module.state_dict()
+        for name, value in net.state_dict(k).items():
+            worst = max(worst, float((value - ref[name]).abs().max()))
+    return worst
+
+
+def bench_training(n_nets: int, n: int, batch: int, repeats: int, peak: float,
+                   compile_step: bool) -> dict[str, float]:
+    wl = Workload(n_nets, n, batch)
+    # variant name -> (untimed setup giving fresh initial weights, timed training on them)
+    variants: dict[str, tuple[Callable[[], object], Callable[[object], object]]] = {
+        "plain": (lambda: plain_modules(wl), lambda m: run_plain(wl, m)),
+        "autograd": (wl.fresh_net, lambda net: run_autograd(wl, net)),
+        "fast": (wl.fresh_net, lambda net: run_fast(wl, net)),
+        "fast/step": (wl.fresh_net, lambda net: run_fast_steps(wl, net)),
+    }
+    if compile_step:
+        compiled = torch.compile(_autograd_step, dynamic=False)
+        t0 = time.perf_counter()
+        run_autograd(wl, wl.fresh_net(), compiled)  # compiles (and warms up)
+        print(f"  torch.compile warm-up: {time.perf_counter() - t0:.1f} s")
+        variants["compiled"] = (wl.fresh_net, lambda net: run_autograd(wl, net, compiled))
+    # warm-up round (allocator, MKL/oneDNN kernels), then timed rounds in turns
+    small = Workload(n_nets, 4 * batch, batch)
+    run_plain(small, plain_modules(small))
+    run_autograd(small, small.fresh_net())
+    run_fast(small, small.fresh_net())
+    best = {name: float("inf") for name in variants}
+    for _ in range(repeats):
+        peak = max(peak, matmul_peak(repeats=2))  # the ceiling, re-measured under today's load
+        for name, (setup, fn) in variants.items():
+            state = setup()
+            best[name] = min(best[name], _timed(lambda: fn(state)))
+    diff = max_weight_difference(run_fast(wl, wl.fresh_net()), run_plain(wl, plain_modules(wl)))
+    flops = n_nets * n * train_flops_per_example(SIZES)
+    print(f"\n784-800-800-10 sigmoid, K = {n_nets} nets, minibatch {batch}, {n} examples per net; "
+          f"peak {peak:.1f} GFLOP/s")
+    print(f"  {'variant':<10} {'s':>8} {'ex/s/net':>10} {'GFLOP/s':>9} {'x plain':>8} {'of peak':>8}")
+    for name, t in best.items():
+        gflops = flops / t / 1e9
+        print(f"  {name:<10} {t:8.3f} {n / t:10.1f} {gflops:9.2f} {best['plain'] / t:8.2f} "
+              f"{gflops / peak:8.1%}")
+    print(f"  max |fast - plain| final weight difference (float32): {diff:.2e}")
+    return best
+
+
+def bench_recording(n_nets: int, n: int, batch: int, epochs: int, n_probe: int,
+                    repeats: int) -> None:
+    """Train ``epochs`` passes with a checkpoint at step 0 and after each epoch.
+
+    Opening the file and starting the runs happen once per experiment and are left out of the
+    timing; every checkpoint's forward pass and writes, and waiting for the last write, are in.
+    """
+    wl = Workload(n_nets, n, batch)
+    g = torch.Generator().manual_seed(1)
+    probe_x = torch.rand(n_probe, SIZES[0], generator=g)
+    probe_y = np.zeros(n_probe, dtype=np.int64)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_engine_"))
+    steps_per_epoch = -(-n // batch)
+
+    def train(net: StackedMLP, checkpoint: Callable[[StackedMLP, int], None]) -> None:
+        step = FinetuneStep(net, LR)
+        checkpoint(net, 0)
+        for epoch in range(epochs):
+            step.run(wl.x, wl.y, list(wl.minibatches()))
+            checkpoint(net, epoch + 1)
+
+    def forward_only(net: StackedMLP, epoch: int) -> None:
+        probabilities(net, probe_x)
+
+    def record(background: bool) -> float:
+        path = tmp / "rec.h5"
+        rec = Recorder(path, probe_x, probe_y, n_classes=SIZES[-1], mode="overwrite")
+        runs = [rec.start_run(f"r{k}", seed=k) for k in range(n_nets)]
+        net = wl.fresh_net()
+        with BackgroundWriter() as writer:
+            if background:
+                runs = [DeferredRun(r, writer) for r in runs]
+
+            def checkpoint(net: StackedMLP, epoch: int) -> None:
+                probs = probabilities(net, probe_x)
+                for k, run in enumerate(runs):
+                    run.append(probs[k], epoch * steps_per_epoch, epoch=float(epoch), train_nll=0.0)
+
+            t0 = CLOCK()
+            train(net, checkpoint)
+            writer.flush()
+            elapsed = CLOCK() - t0
+            for run in runs:
+                run.finish()
+        rec.close()
+        path.unlink()
+        return elapsed
+
+    def plain(checkpoint) -> float:
+        net = wl.fresh_net()
+        return _timed(lambda: train(net, checkpoint))
+
+    variants = {"train only": lambda: plain(lambda net, epoch: None),
+                "+ probe forward": lambda: plain(forward_only),
+                "+ forward + writes (background)": lambda: record(True),
+                "+ forward + writes (synchronous)": lambda: record(False)}
+    best = {name: float("inf") for name in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            best[name] = min(best[name], fn())
+    tmp.rmdir()
+    n_ckpt = epochs + 1
+    share = (n_ckpt * n_probe * forward_flops_per_example(SIZES)
+             / (epochs * n * train_flops_per_example(SIZES)))
+    base = best["train only"]
+    print(f"\nrecording: K = {n_nets}, minibatch {batch}, {epochs} x {n} examples, "
+          f"{n_ckpt} checkpoints of a {n_probe}-example probe set")
+    print(f"  probe forward's share of the FLOPs: {share:.1%}")
+    for name, t in best.items():
+        extra = t / base - 1
+        tail = "" if name == "train only" else f"  overhead {extra:+.1%}  beyond FLOP share {extra - share:+.1%}"
+        print(f"  {name:<34} {t:7.3f} s{tail}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
+    p.add_argument("--nets", type=int, default=8, help="nets trained (K)")
+    p.add_argument("--n10", type=int, default=400, help="examples per net at minibatch 10")
+    p.add_argument("--n100", type=int, default=2000, help="examples per net at minibatch 100")
+    p.add_argument("--n-record", type=int, default=1500,
+                   help="examples per net and epoch in the recording benchmark (2 epochs, "
+                        "a probe set of n/8 examples)")
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds; the fastest is kept")
+    p.add_argument("--compile", action="store_true", help="also time the torch.compile'd autograd step")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall time, or this process's CPU time (steadier when the machine is shared)")
+    p.add_argument("--skip-recording", action="store_true", help="leave out the recording benchmark")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
+    peak = matmul_peak()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock; "
+          f"float32 matmul peak (2048^2): {peak:.1f} GFLOP/s")
+    bench_training(args.nets, args.n10, 10, args.repeats, peak, args.compile)
+    bench_training(args.nets, args.n100, 100, args.repeats, peak, args.compile)
+    if not args.skip_recording:
+        bench_recording(args.nets, args.n_record, 10, epochs=2, n_probe=args.n_record // 8,
+                        repeats=args.repeats)
+
+
+if __name__ == "__main__":
+    main()
