@@ -293,6 +293,24 @@ def test_shard_from_another_config_is_refused(tmp_path):
         sweep.run_sweep(changed, out, workers=1, task=must_not_run)
 
 
+def test_cli_options_reach_the_library(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_run_sweep(spec, output, **kwargs):
+        seen.update(spec=spec, output=output, **kwargs)
+        return sweep.SweepResult(output=output, shards_dir=tmp_path, outcomes=[])
+
+    monkeypatch.setattr(sweep, "run_sweep", fake_run_sweep)
+    path = _write(tmp_path, TINY_TOML)
+    assert main(["sweep", str(path), "-o", str(tmp_path / "o.h5"), "--workers", "3", "--ray", "auto",
+                 "--retries", "5", "--shards", str(tmp_path / "sh"), "--only", "1", "--only", "0",
+                 "--overwrite", "--set", "train.epochs=2", "--set", "sweep.train.lr=[0.1]", "-q"]) == 0
+    assert seen["output"] == tmp_path / "o.h5" and seen["shards_dir"] == tmp_path / "sh"
+    assert (seen["workers"], seen["ray_address"], seen["retries"]) == (3, "auto", 5)
+    assert seen["only"] == [1, 0] and seen["overwrite"] and not seen["progress"]
+    assert seen["spec"].base["train"]["epochs"] == 2 and seen["spec"].grid["train.lr"] == [0.1]
+
+
 def test_cli_dry_run_lists_jobs(tmp_path, capsys):
     path = tmp_path / "s.toml"
     path.write_text(TINY_TOML)
