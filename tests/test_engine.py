@@ -19,6 +19,16 @@ from trajviz.store import ExperimentFile
 from trajviz.train import finetune, record_experiment, run_streams
 
 SIZES = [20, 16, 12, 5]
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """These nets are tiny: a second intra-op thread only adds synchronisation, which on a
+    shared, loaded machine made this file 4x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 N_TRAIN = 47  # not a multiple of the batch size: the last minibatch is short
 
 
