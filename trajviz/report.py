@@ -34,6 +34,7 @@ class ReportMeta:
     command: str
     version: str
     seconds: Mapping[str, float] = field(default_factory=dict)  # part -> wall seconds
+    cpu_seconds: Mapping[str, float] = field(default_factory=dict)  # part -> CPU seconds
     settings: Sequence[Mapping[str, Any]] = field(default_factory=list)  # one row per setting
     figures: Mapping[str, Sequence[Path]] = field(default_factory=dict)  # name -> files
     captions: Mapping[str, str] = field(default_factory=dict)
@@ -115,9 +116,18 @@ def render_markdown(results: Sequence[FindingResult], meta: ReportMeta, out_dir:
     if meta.settings:
         lines += ["## Runs", ""] + _md_table(meta.settings) + [""]
     if meta.seconds:
-        lines += ["## Time", ""] + _md_table([{"part": k, "seconds": f"{v:.1f}"}
-                                              for k, v in meta.seconds.items()]) + [""]
+        lines += ["## Time", "", TIME_NOTE, ""] + _md_table(_time_rows(meta)) + [""]
     return "\n".join(lines)
+
+
+TIME_NOTE = ("Wall seconds depend on what else the machine runs; CPU seconds (this process, all "
+             "threads) measure the work. Settings already complete cost nothing.")
+
+
+def _time_rows(meta: ReportMeta) -> list[dict[str, str]]:
+    return [{"part": k, "wall seconds": f"{v:.1f}",
+             "CPU seconds": f"{meta.cpu_seconds[k]:.1f}" if k in meta.cpu_seconds else "-"}
+            for k, v in meta.seconds.items()]
 
 
 def _html_table(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -177,8 +187,7 @@ def render_html(results: Sequence[FindingResult], meta: ReportMeta) -> str:
     if meta.settings:
         parts += ["<h2>Runs</h2>", _html_table(meta.settings)]
     if meta.seconds:
-        parts += ["<h2>Time</h2>", _html_table([{"part": k, "seconds": f"{v:.1f}"}
-                                                 for k, v in meta.seconds.items()])]
+        parts += ["<h2>Time</h2>", f"<p>{html.escape(TIME_NOTE)}</p>", _html_table(_time_rows(meta))]
     parts.append("</body></html>")
     return "\n".join(parts)
 

@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
         for f in res.findings:
             print(f"{f.id:<4} {f.verdict:<15} {format_value(f)} {f.unit}")
-        print(f"wrote {res.report[0]} and {res.report[1]} ({res.seconds['total']:.0f} s)",
+        print(f"wrote {res.report[0]} and {res.report[1]} ({res.seconds['total']:.0f} s, "
+              f"{res.cpu_seconds['total']:.0f} s CPU)",
               file=sys.stderr)
     return 0

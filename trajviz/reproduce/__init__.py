@@ -39,6 +39,7 @@ class ReproduceResult:
     figures: dict[str, list[Path]]
     seconds: dict[str, float]
     settings: list
+    cpu_seconds: dict[str, float]
 
 
 def reproduce(*, profile: str = "quick", only: str | Sequence[str] | None = None,
@@ -67,37 +68,57 @@ def reproduce(*, profile: str = "quick", only: str | Sequence[str] | None = None
 
         scan_settings(studies["landscape"])  # fail now, not after training
     seconds: dict[str, float] = {}
-    t0 = time.perf_counter()
-    settings = run_missing(plan, results_dir, progress=progress)
-    seconds["training"] = time.perf_counter() - t0
+    cpu: dict[str, float] = {}
+    clock = _Clock(seconds, cpu)
+    with clock("training"):
+        settings = run_missing(plan, results_dir, progress=progress)
     for s in settings:
         if s.status == "recorded":
             seconds[f"training {s.study}/{s.setting}"] = s.seconds
+            cpu[f"training {s.study}/{s.setting}"] = s.cpu_seconds
     if "landscape" in [s.name for s in plan] and "F9" in ids:
         from trajviz.reproduce.landscape import run_scans
 
-        t = time.perf_counter()
-        run_scans(studies["landscape"], results_dir, progress=progress)
-        seconds["landscape scans"] = time.perf_counter() - t
-    t = time.perf_counter()
-    results = read_results({s.name: s for s in plan}, results_dir)
-    findings = [evaluate_finding(i, results, seed=seed, n_boot=n_boot) for i in ids]
-    seconds["findings"] = time.perf_counter() - t
+        with clock("landscape scans"):
+            run_scans(studies["landscape"], results_dir, progress=progress)
+    with clock("findings"):
+        results = read_results({s.name: s for s in plan}, results_dir)
+        findings = [evaluate_finding(i, results, seed=seed, n_boot=n_boot) for i in ids]
     figs: dict[str, list[Path]] = {}
     from trajviz.reproduce.figures import FIGURES, FigureContext, make_figures
 
     if figures:
-        t = time.perf_counter()
-        figs = make_figures(FigureContext(results, seed=seed), ids, output / "figures")
-        seconds["figures"] = time.perf_counter() - t
-    seconds["total"] = time.perf_counter() - t0
+        with clock("figures"):
+            figs = make_figures(FigureContext(results, seed=seed), ids, output / "figures")
+    seconds["total"] = time.perf_counter() - clock.start
+    cpu["total"] = time.process_time() - clock.cpu_start
     rows = [{"study": s.study, "setting": s.setting, "file": str(s.path.relative_to(output)),
-             "runs": s.n_runs, "status": s.status, "seconds": f"{s.seconds:.1f}"} for s in settings]
+             "runs": s.n_runs, "status": s.status, "seconds": f"{s.seconds:.1f}",
+             "CPU seconds": f"{s.cpu_seconds:.1f}"} for s in settings]
     meta = ReportMeta(profile=profile, command=command or f"trajviz reproduce --profile {profile}",
-                      version=__version__, seconds=seconds, settings=rows, figures=figs,
+                      version=__version__, seconds=seconds, cpu_seconds=cpu, settings=rows, figures=figs,
                       captions={f.name: f.caption for f in FIGURES},
                       figure_findings={f.name: f.findings for f in FIGURES},
                       n_boot=n_boot, seed=seed)
     report = write_report(findings, meta, output)
     return ReproduceResult(findings=findings, report=report, figures=figs, seconds=seconds,
-                           settings=settings)
+                           settings=settings, cpu_seconds=cpu)
+
+
+class _Clock:
+    """Wall and CPU seconds of named parts (the machine may be shared: CPU time is the work)."""
+
+    def __init__(self, wall: dict[str, float], cpu: dict[str, float]):
+        self.wall, self.cpu = wall, cpu
+        self.start, self.cpu_start = time.perf_counter(), time.process_time()
+
+    def __call__(self, part: str) -> "_Clock":
+        self._part = part
+        return self
+
+    def __enter__(self) -> None:
+        self._t, self._c = time.perf_counter(), time.process_time()
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall[self._part] = time.perf_counter() - self._t
+        self.cpu[self._part] = time.process_time() - self._c

@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class SettingRun:
     """What happened to one setting: ``"recorded"``, ``"complete"`` (nothing to do) or
-    ``"reused"`` (its runs belong to another study's setting); ``seconds`` spent recording."""
+    ``"reused"`` (its runs belong to another study's setting); ``seconds`` (wall) and
+    ``cpu_seconds`` (this process's CPU time, all threads) spent recording. On a shared machine
+    the CPU time is the better measure of the work."""
 
     study: str
     setting: str
@@ -29,6 +31,7 @@ class SettingRun:
     status: str
     seconds: float
     n_runs: int
+    cpu_seconds: float = 0.0
 
 
 def expected_run_ids(setting: Setting) -> set[str]:
@@ -70,11 +73,11 @@ def run_missing(studies: Iterable[Study], results_dir: str | Path, *,
                 done.append(SettingRun(study.name, setting.id, path, "complete", 0.0, n_runs))
                 continue
             log.info("%s/%s: recording %d runs into %s", study.name, setting.id, n_runs, path)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             record_experiment(setting.config, path, mode="resume", progress=progress)
-            seconds = time.perf_counter() - t0
-            log.info("%s/%s: %.1f s", study.name, setting.id, seconds)
-            done.append(SettingRun(study.name, setting.id, path, "recorded", seconds, n_runs))
+            seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+            log.info("%s/%s: %.1f s (%.1f s CPU)", study.name, setting.id, seconds, cpu)
+            done.append(SettingRun(study.name, setting.id, path, "recorded", seconds, n_runs, cpu))
     return done
 
 
