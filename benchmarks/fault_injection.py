@@ -284,6 +284,17 @@ def inject(n_kills: int, workdir: Path, *, seed: int = 0, epochs: int = 3, n_tra
         if any(b < a for a, b in zip(seen, seen[1:])):
             report.failures.append(f"live reads saw checkpoints go backwards: {seen}")
         log(f"reference: {duration:.1f} s, {report.live_reads} live reads")
+        # the same run again without slowed writes: its duration times the random kills, and
+        # it must be identical to the reference (live reads and write delays change nothing)
+        plain = workdir / "plain.h5"
+        plain.unlink(missing_ok=True)
+        t0 = time.monotonic()
+        rc = server.run(["record", str(cfg), "-o", str(plain), "-q"], cwd=workdir,
+                        log=workdir / "plain.log")
+        duration = time.monotonic() - t0
+        if rc != 0 or differences(plain, ref):
+            report.failures.append(f"a second uninterrupted run (rc {rc}) differs from the first")
+        log(f"uninterrupted run without write delays: {duration:.1f} s")
 
         jpath = journal_path(out)
         while report.kills_tried < n_kills:
