@@ -17,6 +17,10 @@ Without CONFIG: the built-in default experiment (Shapeset, 2 hidden layers, 8 se
 without SDAE pre-training).
 
 Every config key and its default: `trajviz config --show-defaults`.
+Crash safety (docs/reliability.md): a record killed at any moment leaves the file as its last
+complete write left it, and --resume rolls back the interrupted write and carries on, ending
+identical to an uninterrupted run. A file that another record is writing is refused (the
+message names its pid); `trajviz info` may read it meanwhile.
 examples:
   trajviz record                                   # built-in default -> runs/default.h5
   trajviz record runs/smoke.toml --set train.epochs=5 -o out/smoke.h5
