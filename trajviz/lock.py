@@ -27,9 +27,9 @@ Locks (``flock``, so they die with the process that holds them and never go stal
   shared for a reader's whole session. A reader therefore always sees a committed state, and
   a writer that finds readers present queues its changes in memory instead of waiting.
 
-Guarantees cover process death (SIGKILL, OOM kill, power-on machine). They do not cover an
-operating-system crash or power loss unless ``durable=True`` (fsync of the journal before the
-file is overwritten and of the file before commit).
+Guarantees cover process death (SIGKILL, OOM kill, a failed write) while the machine stays
+up. They do not cover an operating-system crash or power loss unless ``durable=True`` (fsync of
+the journal before the file is overwritten and of the file before commit).
 """
 
 from __future__ import annotations
@@ -247,6 +247,9 @@ class RolledBackView:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+    def __del__(self) -> None:  # h5py does not close the file objects it is given
+        self.close()
 
 
 # --------------------------------------------------------------------------- writing
