@@ -62,7 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="add the selected checkpoints to this existing embedding file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     add_common(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, parser_defaults={k: p.get_default(k) for k in
+                                              ("method", "representation", "dims", "pca_dims")})
 
 
 def _params(items: list[str]) -> dict[str, str]:
@@ -86,9 +87,11 @@ def run(args: argparse.Namespace) -> int:
     groups = [g.strip() for g in args.groups.split(",") if g.strip()] if args.groups else None
     if args.into is not None:
         base = Embedding.load(args.into)
-        if args.method != base.method and args.method != "tsne":
-            log.warning("--into: using the embedding's method %s, not --method %s",
-                        base.method, args.method)
+        for opt, stored in (("method", base.method), ("representation", base.attrs.get("representation")),
+                            ("dims", base.coords.shape[1]), ("pca_dims", base.attrs.get("pca_dims"))):
+            given = getattr(args, opt)
+            if given != args.parser_defaults[opt] and given != stored:
+                log.warning("--into: using the embedding's %s %s, not %s", opt, stored, given)
         emb = base.add(args.files, groups=groups, where=args.where, checkpoints=args.checkpoints,
                        progress=not args.quiet)
     else:

@@ -51,6 +51,7 @@ def plot_trajectories(ax: Any, embedding: Any, *, groups: Sequence[str] | None =
     """
     from matplotlib.colors import Normalize
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
 
     coords = np.asarray(embedding.coords, dtype=np.float64)
     three_d = coords.shape[1] >= 3 and hasattr(ax, "zaxis")
@@ -105,9 +106,11 @@ def plot_trajectories(ax: Any, embedding: Any, *, groups: Sequence[str] | None =
         n, gap = len(mappables), 0.08
         height = (1.0 - gap * (n - 1)) / n
         for i, (g, sc) in enumerate(mappables):
-            cax = ax.inset_axes([1.03, 1.0 - (i + 1) * height - i * gap, 0.035, height])
+            x0 = 1.2 if three_d else 1.03  # clear of a 3-D axes' z labels
+            cax = ax.inset_axes([x0, 1.0 - (i + 1) * height - i * gap, 0.035, height])
             cb = ax.figure.colorbar(sc, cax=cax)
             cb.set_label(f"{time_label}, {g}", labelpad=2)
             cb.outline.set_linewidth(0.4)
             cb.ax.tick_params(width=0.4, length=2, pad=1)
+            cb.ax.yaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
     return ax
