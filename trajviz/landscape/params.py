@@ -19,7 +19,7 @@ from torch import Tensor
 from trajviz.errors import FormatError
 
 #: upper bound on floats held by one hidden activation block (points x examples x units)
-_BLOCK_FLOATS = 1 << 23
+_BLOCK_FLOATS = 1 << 21  # 8 MiB of float32: fastest of 2^17..2^23 in benchmarks/bench_landscape.py
 
 
 @dataclass(frozen=True)
