@@ -216,6 +216,7 @@ class Report:
     before_file: int = 0
     resumes: int = 0
     live_reads: int = 0
+    live_projections: int = 0
     live_checkpoints_seen: list[int] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     identical: bool = False
@@ -226,8 +227,9 @@ class Report:
                 f"({self.inside_write} inside an HDF5 write, {self.before_file} before the file "
                 f"existed); resumed {self.resumes} times; final file identical to the "
                 f"uninterrupted run: {self.identical}; live reads during the uninterrupted run: "
-                f"{self.live_reads} (checkpoints seen {self.live_checkpoints_seen[:1]}.."
-                f"{self.live_checkpoints_seen[-1:]}); {self.seconds:.0f} s")
+                f"{self.live_reads} info + {self.live_projections} project (checkpoints seen "
+                f"{self.live_checkpoints_seen[:1]}..{self.live_checkpoints_seen[-1:]}); "
+                f"{self.seconds:.0f} s")
 
 
 def _checkpoints(path: Path) -> int:
@@ -243,6 +245,7 @@ def inject(n_kills: int, workdir: Path, *, seed: int = 0, epochs: int = 3, n_tra
     """Record once uninterrupted (reading it live), then record the same config again under
     ``n_kills`` SIGKILLs, checking the file after each, resuming each time; compare."""
     from trajviz.info import summarize  # noqa: F401  (imported before the clock starts)
+    from trajviz.project import embed  # noqa: F401
     from trajviz.lock import _TXN, OWNER_LEN, journal_path, read_hot_journal
 
     TXN_LEN = _TXN.size
@@ -268,11 +271,19 @@ def inject(n_kills: int, workdir: Path, *, seed: int = 0, epochs: int = 3, n_tra
         # live reading while the reference records: must work and must not change its result
         import select
 
+        # alternately `info`'s and `project`'s library twins (project: PCA, once there are
+        # enough checkpoints to embed)
         while not select.select([server.proc.stdout], [], [], 0.02)[0]:
             if ref.exists():
                 try:
-                    report.live_checkpoints_seen.append(_checkpoints(ref))
+                    seen = _checkpoints(ref)
+                    report.live_checkpoints_seen.append(seen)
                     report.live_reads += 1
+                    if seen >= 8 and report.live_reads % 2 == 0:
+                        from trajviz.project import embed
+
+                        embed([ref], method="pca", seed=0)
+                        report.live_projections += 1
                 except Exception as exc:  # noqa: BLE001 - any failure is a finding
                     report.failures.append(f"live read failed: {type(exc).__name__}: {exc}")
         rc = int(json.loads(server.proc.stdout.readline())["rc"])
