@@ -359,6 +359,8 @@ def test_cli_options_reach_the_scan_and_bad_input_is_one_line(experiment, tmp_pa
     before = out.read_bytes()
     for bad, message in ((["--points", "4"], "points = 4"), (["--directions", "nope"], "'nope'"),
                          (["--runs", "ghost"], "'ghost'"), (["--checkpoint", "x"], "--checkpoint"),
+                         (["--bootstrap", "0"], "--bootstrap"), (["--device", "gpu9"], "'gpu9'"),
+                         (["--points", "5"], "fit radius 0.5 covers 1"),
                          ([], "exists")):
         rc = main(["landscape", str(path), "-o", str(out), "--quiet", *bad])
         err = capsys.readouterr().err

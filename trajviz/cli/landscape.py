@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hutchinson-probes", type=int, default=10, help="probes of the trace estimate")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="dtype of the scan evaluation")
-    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:N)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or auto")
     p.add_argument("--fit-radius", type=float, default=0.5,
                    help="curvature: quadratic fit on |alpha| <= this")
     p.add_argument("--rise-radius", type=float, default=1.0, help="rise: loss increase at |alpha| = this")
@@ -83,6 +83,20 @@ def _checkpoint(text: str) -> int:
     return value
 
 
+def check_table_options(settings, args: argparse.Namespace) -> None:
+    """Reject table options that cannot work with these alphas before any scanning."""
+    import numpy as np
+
+    from trajviz.errors import ConfigError
+    from trajviz.landscape import loss_rise, quadratic_curvature
+
+    alphas = settings.alphas()
+    quadratic_curvature(alphas, np.zeros_like(alphas), args.fit_radius)
+    loss_rise(alphas, np.zeros_like(alphas), args.rise_radius)
+    if args.bootstrap < 10:
+        raise ConfigError(f"--bootstrap {args.bootstrap}: use at least 10 (1000+ for a CI to report)")
+
+
 def run(args: argparse.Namespace) -> int:
     from trajviz.landscape import ScanSettings, flatness_table, scan_file
 
@@ -93,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
                             sgd_batch_size=args.sgd_batch_size, hessian=not args.no_hessian,
                             hessian_iters=args.hessian_iters,
                             hutchinson_probes=args.hutchinson_probes, dtype=args.dtype).validate()
+    check_table_options(settings, args)
     output = args.output or args.file.with_suffix(".landscape.h5")
     mode = "resume" if args.resume else "overwrite" if args.overwrite else "create"
     result = scan_file(args.file, output, settings=settings, runs=args.runs, mode=mode,

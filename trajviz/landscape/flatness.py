@@ -177,6 +177,8 @@ def flatness_table(results: LandscapeResult | Sequence[LandscapeResult], *, fit_
         results = [results]
     if not 0 < level < 1:
         raise ConfigError(f"CI level {level}: must be between 0 and 1")
+    if n_boot < 10:
+        raise ConfigError(f"bootstrap resamples = {n_boot}: use at least 10 (1000+ for a CI to report)")
     per_group: dict[tuple[int, str], dict[str, list[np.ndarray]]] = {}
     ids: dict[tuple[int, str], list[str]] = {}
     excluded = []

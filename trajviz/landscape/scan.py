@@ -28,6 +28,7 @@ from trajviz.landscape.params import ParamLayout, PointEvaluator
 from trajviz.landscape.results import LandscapeResult, load_result
 from trajviz.progress import progress_bar
 from trajviz.store import COMPLETE, DIVERGED, ExperimentFile, LandscapeWriter
+from trajviz.train import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,10 @@ def scan_file(path: str | Path, output: str | Path, *, settings: ScanSettings = 
     warning naming them.
     """
     settings.validate()
-    torch_device = torch.device(device)
+    try:
+        torch_device = resolve_device(device)
+    except ConfigError as exc:
+        raise ConfigError(f"device {device!r}: {str(exc).split(': ', 1)[-1]}") from None
     dtype = torch.float64 if settings.dtype == "float64" else torch.float32
     with ExperimentFile(path) as ef:
         exp_cfg = config_from_dict(ef.config)
