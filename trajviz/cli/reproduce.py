@@ -14,9 +14,10 @@ Reproduce findings F1-F10 of Erhan et al. (2009, 2010): record whatever results 
 statistic with a bootstrap 95% interval and a verdict (rule: docs/findings.md), draw the figures
 (PDF, PNG, GIF) and write report.md, report.html and findings.json into the output directory.
 
-The studies are defined by runs/studies/*.toml, each with a `quick` profile (digits and
-Shapeset subsets, a few seeds; about 20 minutes on 2 CPU cores for all ten findings) and a
-`full` profile (MNIST, up to 400 seeds, 50 epochs; a GPU box or a cluster). docs/reproduce.md.
+The studies are defined by runs/studies/*.toml, each with a `quick` profile (scikit-learn's
+8x8 digits, 10 seeds; sized for 2 CPU cores, all ten findings in under 20 minutes) and a `full`
+profile (MNIST and Shapeset, up to 400 seeds, 50 epochs; a GPU box or a cluster).
+Study-file format, outputs and figures: docs/reproduce.md; the verdict rule: docs/findings.md.
 examples:
   trajviz reproduce                          # quick profile, all findings -> reproduce-quick/
   trajviz reproduce --only F1,F10 -o out/    # only what F1 and F10 need
@@ -30,9 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", choices=("quick", "full"), default="quick",
                    help="study sizes: quick (2 CPU cores) or full (the studies' sizes)")
     p.add_argument("--only", default=None, metavar="F1,F10",
-                   help="comma-separated findings to reproduce (default: all ten)")
+                   help="comma-separated findings to reproduce; None = all ten")
     p.add_argument("-o", "--output", type=Path, default=None,
-                   help="output directory (default: reproduce-<profile>)")
+                   help="output directory; None = reproduce-<profile>")
     p.add_argument("--studies", type=Path, default=Path("runs/studies"),
                    help="directory of study files")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the embeddings")
