@@ -379,7 +379,28 @@ def _f10(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingR
         out.notes.append(f"at the end, pre-trained nets' spread is {end_p / end_n:.2f}x that of "
                          "random-init nets" if end_n > 0 else "random-init nets have zero spread")
     out.notes.append("checkpoint 0 (before fine-tuning) is left out of the minimum")
+    out.notes += _divergence_notes(r.files[s], out.details, seed, n_boot)
     return out
+
+
+def _divergence_notes(path: Any, details: list[dict[str, Any]], seed: int, n_boot: int) -> list[str]:
+    """k-NN group accuracy per checkpoint (into ``details``) and each group's divergence time,
+    from :func:`trajviz.metrics.divergence_table` (docs there)."""
+    from trajviz.metrics import divergence_table
+
+    table = divergence_table([path], groups=[NONE, SDAE], n_boot=min(n_boot, 1000), seed=seed)
+    for row, acc in zip(details, table.knn_accuracy):
+        row["k-NN group accuracy"] = f"{acc:.2f}"
+    notes = []
+    for g, d in table.divergence.items():
+        if d.checkpoint is None:
+            notes.append(f"divergence time of {g}: none (the group's spread does not rise again)")
+        else:
+            ci = "" if d.ci_low is None else f", 95% CI checkpoints {d.ci_low:.3g}-{d.ci_high:.3g}"
+            ep = "" if d.epoch is None else f" (epoch {d.epoch:.3g})"
+            notes.append(f"divergence time of {g}: checkpoint {d.checkpoint}{ep}{ci} "
+                         "(trajviz.metrics; the studies saw ~7 epochs)")
+    return notes
 
 
 PP = "percentage points"
