@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test bench clean
+.PHONY: install demo reproduce test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -16,7 +16,11 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# The main job on the built-in default (no download).
+# The main job: every finding of the studies, figures and report (quick profile, 2 cores).
+reproduce: install
+	$(VENV)/bin/trajviz reproduce --profile quick
+
+# One experiment on the built-in default (no download).
 demo: install
 	$(VENV)/bin/trajviz record --overwrite
 
