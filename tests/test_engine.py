@@ -73,7 +73,10 @@ F64 = dict(rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("l2", [0.0, 0.01])
-def test_finetune_fast_equals_autograd_float64(l2):
+@pytest.mark.parametrize("one_net_per_group", [False, True])
+def test_finetune_fast_equals_autograd_float64(l2, one_net_per_group, monkeypatch):
+    if one_net_per_group:  # FinetuneStep.run: each net through all its updates, then the next
+        monkeypatch.setattr(FinetuneStep, "CPU_GROUP_BYTES", 1)
     fast, out_fast = _finetune([0, 1, 2], torch.float64, "fast", l2=l2)
     ref, out_ref = _finetune([0, 1, 2], torch.float64, "autograd", l2=l2)
     assert out_fast.shape[0] > 5  # every_steps=3 adds checkpoints inside epochs
@@ -178,7 +181,10 @@ def _pretrain(seeds, dtype, backend, tied=True):
 
 
 @pytest.mark.parametrize("tied", [True, False])
-def test_sdae_fast_equals_autograd_float64(tied):
+@pytest.mark.parametrize("one_net_per_group", [False, True])
+def test_sdae_fast_equals_autograd_float64(tied, one_net_per_group, monkeypatch):
+    if one_net_per_group:  # SDAEStep.run: each net through the epoch, then the next
+        monkeypatch.setattr(FinetuneStep, "CPU_GROUP_BYTES", 1)
     fast, hist_fast = _pretrain([0, 1], torch.float64, "fast", tied)
     ref, hist_ref = _pretrain([0, 1], torch.float64, "autograd", tied)
     np.testing.assert_allclose(hist_fast, hist_ref, rtol=1e-10)

@@ -166,7 +166,7 @@ class FinetuneStep:
 
 
 class SDAEStep:
-    """One SGD update of a denoising autoencoder layer of every net, in place.
+    """SGD updates of a denoising autoencoder layer of every net, in place.
 
     Encoder ``h = sigmoid(x~ W + b)``, decoder ``r = h W' + c`` with ``W' = W^T`` (tied) or its
     own matrix (untied); loss per net: ``sum_d BCE(sigmoid(r), x)`` averaged over the minibatch
@@ -175,36 +175,71 @@ class SDAEStep:
         dR = (sigmoid(R) - x) / B;   dh = dR W'^T;   dA = dh * h (1 - h)
         dW = x~^T dA  (+ dR^T h if tied);   dW' = h^T dR (untied);   db = sum dA;  dc = sum dR
 
+    Calling the object makes one update of all nets; :meth:`run` makes an epoch's updates
+    net-group by net-group, as :meth:`FinetuneStep.run` does.
+
     Args:
         w, b: the layer's encoder weights (K, d, h) and biases (K, 1, h), updated in place.
         c: decoder biases (K, 1, d); w_dec: untied decoder weights (K, h, d), or None (tied).
         lr: learning rate.
+        group_bytes: as for :class:`FinetuneStep` (this layer's weights per net).
     """
 
-    def __init__(self, w: Tensor, b: Tensor, c: Tensor, w_dec: Tensor | None, lr: float):
+    def __init__(self, w: Tensor, b: Tensor, c: Tensor, w_dec: Tensor | None, lr: float,
+                 group_bytes: int | None = None):
         self.w, self.b, self.c, self.w_dec = w, b, c, w_dec
         self.lr = float(lr)
-        self._buffers: dict[int, tuple[Tensor, ...]] = {}
+        if group_bytes is None:
+            group_bytes = FinetuneStep.CPU_GROUP_BYTES if w.device.type == "cpu" else 1 << 62
+        net_bytes = (w[0].numel() * (1 if w_dec is None else 2)) * w.element_size()
+        self.group_size = max(1, min(w.shape[0], group_bytes // max(net_bytes, 1)))
+        self._buffers: dict[tuple[int, int], tuple[Tensor, ...]] = {}
 
-    def _get(self, b: int) -> tuple[Tensor, ...]:
-        buf = self._buffers.get(b)
+    def _get(self, k: int, b: int) -> tuple[Tensor, ...]:
+        buf = self._buffers.get((k, b))
         if buf is None:
-            k, d, h = self.w.shape
+            _, d, h = self.w.shape
             opts = dict(dtype=self.w.dtype, device=self.w.device)
-            buf = self._buffers[b] = (torch.empty(k, b, h, **opts), torch.empty(k, b, d, **opts),
-                                      torch.empty(k, b, h, **opts), torch.empty(k, b, h, **opts))
+            buf = self._buffers[k, b] = (torch.empty(k, b, h, **opts), torch.empty(k, b, d, **opts),
+                                         torch.empty(k, b, h, **opts), torch.empty(k, b, h, **opts))
         return buf
 
     @torch.no_grad()
     def __call__(self, clean: Tensor, corrupted: Tensor) -> Tensor:
         """Update on one minibatch; clean, corrupted: (K, B, d). Returns the loss before the
         update, summed over nets (a 0-dim tensor, as the reference's ``sdae_loss``)."""
+        return self._step(clean, corrupted, slice(None))
+
+    @torch.no_grad()
+    def run(self, x: Tensor, idxs: Sequence[Tensor], lower: Sequence[tuple[Tensor, Tensor]],
+            corrupt: Callable[[Tensor, slice], Tensor]) -> float:
+        """Consecutive updates, one per (K, B) index tensor of ``idxs``, net-group by net-group.
+
+        The clean input of a minibatch is ``x[idx]`` passed through the ``lower`` (weights,
+        biases) sigmoid layers; ``corrupt(clean, part)`` corrupts it for the nets ``part`` (a
+        slice of the net axis) and must draw net k's noise from net k's stream only, so that the
+        order of the groups does not change any net's numbers. Returns the sum over updates of
+        (loss summed over nets) x minibatch size.
+        """
+        k = self.w.shape[0]
+        total = torch.zeros((), dtype=torch.float64, device=self.w.device)
+        for g0 in range(0, k, self.group_size):
+            part = slice(g0, min(g0 + self.group_size, k))
+            for idx in idxs:
+                clean = x[idx[part]]
+                for w, b in lower:
+                    clean = torch.sigmoid(torch.matmul(clean, w[part]) + b[part])
+                loss = self._step(clean, corrupt(clean, part), part)
+                total += loss.double() * idx.shape[1]
+        return float(total)
+
+    def _step(self, clean: Tensor, corrupted: Tensor, part: slice) -> Tensor:
         k, bsz, _ = clean.shape
-        hid, recon, grad_h, grad_a = self._get(bsz)
-        w, lr = self.w, self.lr
-        w_dec = w.transpose(1, 2) if self.w_dec is None else self.w_dec
-        torch.baddbmm(self.b, corrupted, w, out=hid).sigmoid_()
-        torch.baddbmm(self.c, hid, w_dec, out=recon)
+        hid, recon, grad_h, grad_a = self._get(k, bsz)
+        w, b, c, lr = self.w[part], self.b[part], self.c[part], self.lr
+        w_dec = w.transpose(1, 2) if self.w_dec is None else self.w_dec[part]
+        torch.baddbmm(b, corrupted, w, out=hid).sigmoid_()
+        torch.baddbmm(c, hid, w_dec, out=recon)
         # loss: BCE with logits r against x = softplus(r) - x r, summed over d, mean over B
         loss = (torch.nn.functional.softplus(recon) - clean * recon).sum() / bsz
         dr = recon.sigmoid_().sub_(clean).mul_(1.0 / bsz)
@@ -213,10 +248,10 @@ class SDAEStep:
         if self.w_dec is None:
             w.baddbmm_(dr.transpose(1, 2), hid, alpha=-lr)  # decoder's share of the tied W
         else:
-            self.w_dec.baddbmm_(hid.transpose(1, 2), dr, alpha=-lr)
+            w_dec.baddbmm_(hid.transpose(1, 2), dr, alpha=-lr)
         w.baddbmm_(corrupted.transpose(1, 2), da, alpha=-lr)
-        self.b.sub_(da.sum(1, keepdim=True), alpha=lr)
-        self.c.sub_(dr.sum(1, keepdim=True), alpha=lr)
+        b.sub_(da.sum(1, keepdim=True), alpha=lr)
+        c.sub_(dr.sum(1, keepdim=True), alpha=lr)
         return loss
 
 

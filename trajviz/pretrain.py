@@ -85,22 +85,26 @@ def pretrain_sdae(net: StackedMLP, x: Tensor, cfg: PretrainConfig,
         for _ in bar:
             perms = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(x.device)
             total, count = 0.0, 0
-            for start in range(0, n, cfg.batch_size):
-                idx = perms[:, start:start + cfg.batch_size]
-                with torch.no_grad():
-                    clean = net.hidden(x[idx], layer) if layer else x[idx]
-                    corrupted = mask_noise(clean, cfg.corruption, generators)
-                if fast is not None:
-                    loss = fast(clean, corrupted)
-                else:
+            if fast is not None:  # the epoch's updates net-group by net-group (engine.py)
+                idxs = [perms[:, s:s + cfg.batch_size] for s in range(0, n, cfg.batch_size)]
+                total = fast.run(x, idxs, list(zip(net.weights[:layer], net.biases[:layer])),
+                                 lambda clean, part: mask_noise(clean, cfg.corruption,
+                                                                list(generators)[part]))
+                count = n
+            else:
+                for start in range(0, n, cfg.batch_size):
+                    idx = perms[:, start:start + cfg.batch_size]
+                    with torch.no_grad():
+                        clean = net.hidden(x[idx], layer) if layer else x[idx]
+                        corrupted = mask_noise(clean, cfg.corruption, generators)
                     loss = sdae_loss(clean, corrupted, w, b,
                                      w.transpose(1, 2) if w_dec is None else w_dec, c)
                     grads = torch.autograd.grad(loss, params)
                     with torch.no_grad():
                         for p, g in zip(params, grads):
                             p.sub_(cfg.lr * g)
-                total += float(loss.detach()) * idx.shape[1]
-                count += idx.shape[1]
+                    total += float(loss.detach()) * idx.shape[1]
+                    count += idx.shape[1]
             epochs_loss.append(total / max(count, 1) / k_nets)
             bar.set_postfix(recon=f"{epochs_loss[-1]:.3f}")
             log.debug("sdae layer %d epoch loss %.4f", layer, epochs_loss[-1])
