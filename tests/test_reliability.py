@@ -133,7 +133,8 @@ def server():
 def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, server):
     """The CI version of benchmarks/fault_injection.py: 3 SIGKILLs of `trajviz record`."""
     report = fi.inject(3, tmp_path, seed=3, epochs=2, n_train=80, in_write_fraction=0.7,
-                       log=lambda *a: None, server=server)
+                       log=lambda *a: None, server=server, plain_run=False,
+                       reference_delay=0.003)
     assert report.failures == []
     assert report.kills_tried == report.kills_survived == 3
     assert report.identical
