@@ -1071,13 +1071,16 @@ class LandscapeWriter:
 
 
 class LandscapeFile:
-    """Read-only view of a landscape results file; errors name the HDF5 key that failed."""
+    """Read-only view of a landscape results file; errors name the HDF5 key that failed.
+
+    Opened without HDF5 file locking, so a scan can be looked at while it is written; rows whose
+    ``done`` flag is 0 are to be treated as missing."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         _check_readable(self.path)
         try:
-            self._f = h5py.File(self.path, "r")
+            self._f = h5py.File(self.path, "r", locking=False)
         except OSError as exc:
             raise FormatError(f"{self.path} cannot be opened as HDF5: {exc}") from None
         fmt = _str_attr(self._f.attrs.get("format", ""))
