@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from typing import Any, Callable, Sequence
 
 import torch
@@ -268,12 +269,17 @@ class BackgroundWriter:
     writes after a failed one are dropped (the run stays unfinished, for resume to redo).
 
     Arrays handed to a write must not change afterwards: pass copies of live tensors.
+
+    Between two writes the worker pauses ``pause_s`` seconds: each write is a transaction under
+    the file's exclusive lock, and a live reader (``trajviz info`` on a running experiment)
+    polls for the shared lock, so back-to-back writes of a backlog would starve it.
     """
 
     _STOP = object()
 
-    def __init__(self, max_pending: int = 64):
+    def __init__(self, max_pending: int = 64, pause_s: float = 0.002):
         self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
+        self._pause_s = pause_s
         self._error: BaseException | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._work, name="trajviz-writer", daemon=True)
@@ -288,6 +294,8 @@ class BackgroundWriter:
                 if self._error is None:
                     fn, args, kwargs = item
                     fn(*args, **kwargs)
+                    if self._pause_s and not self._queue.empty():
+                        time.sleep(self._pause_s)
             except BaseException as exc:  # handed to the caller's thread
                 self._error = exc
             finally:
