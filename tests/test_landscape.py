@@ -292,10 +292,10 @@ def test_grid_axes_agree_with_the_1d_scans(experiment, tmp_path):
     np.testing.assert_allclose(grid[mid, :], line[1], rtol=1e-5)
 
 
-def test_toward_reaches_the_other_run_and_pca_uses_the_trajectory(experiment, tmp_path):
+def test_toward_reaches_the_other_run_pca_and_hessian_directions(experiment, tmp_path):
     path, _ = experiment
-    settings = ScanSettings(directions=("toward:none-seed1", "pca"), n_directions=2, points=5, span=2.0,
-                            hessian=False)
+    settings = ScanSettings(directions=("toward:none-seed1", "pca", "hessian"), n_directions=2, points=5,
+                            span=2.0, hessian=False)
     res = scan_file(path, tmp_path / "t.h5", settings=settings, runs=["none-seed0", "none-seed1"])
     a, b = res.run("none-seed0"), res.run("none-seed1")
     one = list(res.alphas).index(1.0)
@@ -304,7 +304,14 @@ def test_toward_reaches_the_other_run_and_pca_uses_the_trajectory(experiment, tm
     assert a.scans1d["pca"]["nll"].shape == (2, 5)
     with LandscapeFile(tmp_path / "t.h5") as f:
         pcs = f.array("runs/none-seed0/directions/pca").astype(np.float64)
+        hess = f.array("runs/none-seed0/directions/hessian").astype(np.float64)
+        eigs = f.attrs("runs/none-seed0/directions/hessian")["eigenvalues"]
     np.testing.assert_allclose(pcs @ pcs.T, np.eye(2), atol=1e-5)
+    np.testing.assert_allclose(hess @ hess.T, np.eye(2), atol=1e-5)
+    assert eigs[0] >= eigs[1] > 0
+    # the loss curves more along the top eigenvector than along the second
+    curv = quadratic_curvature(res.alphas, a.scans1d["hessian"]["nll"], radius=2.0)
+    assert curv[0] > curv[1] > 0
 
 
 def test_checkpoint_option_scans_a_stored_checkpoint(experiment, tmp_path):
