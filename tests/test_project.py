@@ -119,8 +119,9 @@ def test_groups_apart_in_the_embedding(two_h5, method):
 
 
 def test_deterministic_given_seed(two_h5):
-    a = embed([two_h5], method="tsne", seed=3)
-    b = embed([two_h5], method="tsne", seed=3)
+    short = {"n_iter": 100, "early_exaggeration_iter": 50}  # determinism, not quality, is tested
+    a = embed([two_h5], method="tsne", seed=3, params=short)
+    b = embed([two_h5], method="tsne", seed=3, params=short)
     assert np.array_equal(a.coords, b.coords)
 
 
@@ -139,6 +140,8 @@ def test_unknown_method_and_param_refused(two_h5):
         embed([two_h5], method="mds")
     with pytest.raises(ConfigError, match="takes: perplexity"):
         embed([two_h5], method="tsne", params={"perplexty": 5})
+    with pytest.raises(ConfigError, match="expected float, e.g. perplexity=30"):
+        embed([two_h5], method="tsne", params={"perplexity": "high"})
 
 
 def test_save_load_round_trip(tmp_path, two_h5):
@@ -261,7 +264,7 @@ def test_cli_project_options_reach_the_library(tmp_path, two_h5, capsys):
     out = tmp_path / "e.h5"
     assert main(["project", str(two_h5), "--method", "tsne", "--representation", "sqrt",
                  "--pca-dims", "10", "--groups", "a", "--checkpoints", "::2", "--where", "seed=0,1,2",
-                 "--param", "perplexity=3", "--seed", "7", "-o", str(out), "-q"]) == 0
+                 "--param", "perplexity=3", "--param", "n_iter=100", "--seed", "7", "-o", str(out), "-q"]) == 0
     emb = Embedding.load(out)
     a = emb.attrs
     assert (a["method"], a["representation"], a["pca_dims"], a["seed"]) == ("tsne", "sqrt", 10, 7)

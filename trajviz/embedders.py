@@ -53,7 +53,12 @@ def method_params(method: str, params: Mapping[str, Any] | None) -> dict[str, An
         if key not in out:
             allowed = ", ".join(out) or "none"
             raise ConfigError(f"{method} parameter {key!r} is unknown; {method} takes: {allowed}")
-        out[key] = type(out[key])(value) if not isinstance(out[key], str) else str(value)
+        kind = type(out[key])
+        try:
+            out[key] = kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{method} parameter {key}={value!r}: expected {kind.__name__}, "
+                              f"e.g. {key}={DEFAULTS[method][key]}") from None
     return out
 
 
