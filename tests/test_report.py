@@ -1,0 +1,52 @@
+"""report.md / report.html / findings.json from finding results: table, plain statements, figures
+inline, undefined values written as such."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from trajviz.findings import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, FindingResult
+from trajviz.report import ReportMeta, format_value, plain_statement, write_report
+
+
+def _res(fid, verdict, value, lo, hi, **kw):
+    return FindingResult(id=fid, claim=f"claim {fid}", statistic=f"stat {fid}", unit="pp",
+                         delta=0.2, value=value, lo=lo, hi=hi, verdict=verdict,
+                         reference="+0.44", **kw)
+
+
+def test_report_files(tmp_path):
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    fig.add_subplot().plot([0, 1])
+    png = tmp_path / "figures" / "depth_boxplots.png"
+    png.parent.mkdir()
+    fig.savefig(png)
+    results = [_res("F1", REPRODUCED, 0.5, 0.1, 0.9, details=[{"hidden layers": 1, "x": "a|b"}]),
+               _res("F2", NOT_REPRODUCED, -0.3, -0.6, -0.1),
+               _res("F3", INCONCLUSIVE, math.nan, math.nan, math.nan, notes=["no overlap"])]
+    meta = ReportMeta(profile="quick", command="trajviz reproduce", version="0",
+                      seconds={"total": 1.0}, cpu_seconds={"total": 0.5},
+                      figures={"depth_boxplots": [png]}, captions={"depth_boxplots": "Boxes."},
+                      figure_findings={"depth_boxplots": ("F1", "F2")})
+    md, page, js = write_report(results, meta, tmp_path)
+    text = md.read_text()
+    assert "| F1 | claim F1 | stat F1 | +0.5 [+0.1, +0.9] | pp | +0.44 | reproduced |" in text
+    assert "1 reproduced, 1 not reproduced, 1 inconclusive" in text
+    assert "![depth_boxplots](figures/depth_boxplots.png)" in text
+    assert "a/b" in text  # a '|' inside a cell cannot break the table
+    html = page.read_text()
+    assert "data:image/png;base64," in html and "class='ok'" in html
+    data = json.loads(js.read_text())
+    assert data["findings"][2]["value"] is None
+
+
+def test_plain_statements():
+    assert "reproduces at the quick scale" in plain_statement(
+        _res("F1", REPRODUCED, 0.5, 0.1, 0.9), "quick")
+    assert "does not reproduce" in plain_statement(_res("F2", NOT_REPRODUCED, -0.3, -0.6, -0.1), "quick")
+    s = plain_statement(_res("F3", INCONCLUSIVE, 0.1, math.nan, math.nan, notes=["few runs"]), "quick")
+    assert "no interval" in s and "few runs" in s
+    assert format_value(_res("F4", INCONCLUSIVE, math.nan, math.nan, math.nan)) == "n/a"
