@@ -199,7 +199,7 @@ class ExperimentWriter:
                 self._session.open_main()
                 self._session.begin(block=True, timeout=None)
                 try:
-                    self._f = h5py.File(self._session, "r+")
+                    self._f = h5py.File(self._session, "r+", libver=LIBVER)
                     self._check_compatible(probe_sha, targets, n_classes, config_json)
                     self._f.flush()
                     if self._session.failed():
@@ -234,7 +234,7 @@ class ExperimentWriter:
         self._session.open_main()
         self._session.begin(block=True, timeout=None)
         try:
-            self._f = h5py.File(self._session, "r+")
+            self._f = h5py.File(self._session, "r+", libver=LIBVER)
             self._f.flush()
             if self._session.failed():
                 raise self._session.write_error
