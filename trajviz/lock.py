@@ -320,7 +320,9 @@ class WriteSession:
             return False
         fd = os.open(self.path, os.O_RDWR)
         try:
-            _flock(fd, fcntl.LOCK_EX, None)
+            if not _flock(fd, fcntl.LOCK_EX, 600.0):
+                raise FileLockedError(f"{self.path} has been held open by readers for 600 s; "
+                                      "close them and try again")
             data = _read_all(self._jfd)
             hot = parse_journal(data, os.fstat(fd).st_size)
             if hot is None:

@@ -25,8 +25,8 @@ from typing import Any, Callable, Iterator, Mapping
 import h5py
 import numpy as np
 
-from trajviz.errors import (FormatError, InputFileNotFoundError, OutputExistsError,
-                            StoreWriteError, TrajvizError)
+from trajviz.errors import (FileLockedError, FormatError, InputFileNotFoundError,
+                            OutputExistsError, StoreWriteError, TrajvizError)
 from trajviz.lock import ReadLock, RolledBackView, WriteSession, read_hot_journal
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,8 @@ def _str_attr(value: Any) -> str:
 LIBVER = ("v110", "v110")
 #: queued changes (bytes) after which a writer waits for readers instead of queueing more
 MAX_PENDING_BYTES = 256 * 2**20
+#: how long a writer that must write waits for readers to close the file (seconds)
+READER_WAIT_S = 600.0
 _CHECKSUMMED = dict(fletcher32=True)  # data chunks carry a Fletcher-32 checksum
 
 
@@ -197,7 +199,7 @@ class ExperimentWriter:
             if mode == "resume" and self.path.exists() and self.path.stat().st_size > 0:
                 _check_readable(self.path)
                 self._session.open_main()
-                self._session.begin(block=True, timeout=None)
+                self._begin_waiting()
                 try:
                     self._f = h5py.File(self._session, "r+", libver=LIBVER)
                     self._check_compatible(probe_sha, targets, n_classes, config_json)
@@ -232,7 +234,7 @@ class ExperimentWriter:
         finally:
             tmp.unlink(missing_ok=True)
         self._session.open_main()
-        self._session.begin(block=True, timeout=None)
+        self._begin_waiting()
         try:
             self._f = h5py.File(self._session, "r+", libver=LIBVER)
             self._f.flush()
@@ -260,6 +262,14 @@ class ExperimentWriter:
             f.attrs["config"] = config_json  # more seeds may be added to an experiment
 
     # --- transactions
+    def _begin_waiting(self) -> None:
+        """Begin a transaction, waiting for readers up to ``READER_WAIT_S``."""
+        if not self._session.begin(block=True, timeout=READER_WAIT_S):
+            raise FileLockedError(
+                f"{self.path} has been held open by readers for {READER_WAIT_S:g} s while "
+                "changes wait to be written; close them (an ExperimentFile open in this very "
+                "process counts too)")
+
     def _submit(self, op: Callable[[], None], nbytes: int, block: bool = False) -> None:
         """Queue a change and apply the queue in one transaction, unless readers hold the
         file and neither ``block`` nor a full queue forces a wait."""
@@ -278,7 +288,7 @@ class ExperimentWriter:
                 log.debug("%s is being read; %d changes queued", self.path, len(self._pending))
                 return
             log.info("waiting for readers of %s to finish", self.path)
-            self._session.begin(block=True, timeout=None)
+            self._begin_waiting()
         try:
             for op in self._pending:
                 op()
@@ -378,7 +388,7 @@ class ExperimentWriter:
         try:
             if self._broken is None and self._f.id.valid:
                 self._drain(block=True)
-                self._session.begin(block=True, timeout=None)
+                self._begin_waiting()
                 try:
                     self._f.close()
                     if self._session.failed():
@@ -387,6 +397,12 @@ class ExperimentWriter:
                     self._fail(exc)
                 self._session.commit()
         finally:
+            if self._f.id.valid:  # closing failed half-way: drop what HDF5 still wants to write
+                self._session.discard_writes()
+                try:
+                    self._f.close()
+                except Exception:  # the file on disk is the last committed state
+                    pass
             self._session.close()
 
     def __enter__(self) -> "ExperimentWriter":
