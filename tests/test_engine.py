@@ -262,6 +262,36 @@ def test_background_writer_reraises_a_failed_write_and_drops_later_ones():
     assert done == []
 
 
+def test_background_writer_lets_a_polling_reader_in_during_a_backlog():
+    """Each write holds a lock (as a write transaction holds the file's lock); a reader polling
+    for it must get a turn while a backlog drains, not only after the last write."""
+    lock = threading.Lock()
+    done = []
+
+    def write(i):
+        with lock:
+            time.sleep(0.003)
+            done.append(i)
+
+    got_in_after = []
+
+    def reader():
+        while not got_in_after and len(done) < 40:
+            if lock.acquire(blocking=False):
+                got_in_after.append(len(done))
+                lock.release()
+            time.sleep(0.0005)
+
+    with BackgroundWriter() as writer:
+        for i in range(40):
+            writer.submit(write, i)
+        thread = threading.Thread(target=reader)
+        thread.start()
+        writer.flush()
+        thread.join()
+    assert got_in_after and got_in_after[0] < 40
+
+
 def test_deferred_run_forwards_every_call():
     calls = []
 
