@@ -172,9 +172,10 @@ def test_unknown_backend_is_refused():
 # --------------------------------------------------------------------------- pre-training
 
 
-def _pretrain(seeds, dtype, backend, tied=True):
+def _pretrain(seeds, dtype, backend, tied=True, device="cpu"):
     x, _ = _data(dtype)
-    net = _net(seeds, dtype)
+    x = x.to(device)
+    net = _net(seeds, dtype, device=device)
     cfg = PretrainConfig(epochs=2, lr=0.05, batch_size=10, corruption=0.25, tied=tied)
     history = pretrain_sdae(net, x, cfg, [run_streams(s).pretrain for s in seeds], backend=backend)
     return net, history
@@ -223,6 +224,10 @@ def test_fast_engine_on_cuda_matches_cpu_float64():
     gpu, out_gpu = _finetune([0, 1], torch.float64, "fast", l2=0.01, device="cuda")
     assert gpu.weights[0].device.type == "cuda"
     torch.testing.assert_close(out_gpu, out_cpu, rtol=1e-9, atol=1e-10)
+    _assert_nets_close(gpu, cpu, rtol=1e-9, atol=1e-10)
+    cpu, hist_cpu = _pretrain([0, 1], torch.float64, "fast", tied=False)
+    gpu, hist_gpu = _pretrain([0, 1], torch.float64, "fast", tied=False, device="cuda")
+    np.testing.assert_allclose(hist_gpu, hist_cpu, rtol=1e-9)
     _assert_nets_close(gpu, cpu, rtol=1e-9, atol=1e-10)
 
 
