@@ -24,8 +24,10 @@ reproduce: install
 demo: install
 	$(VENV)/bin/trajviz record --overwrite
 
+# Tests run tiny workloads, for which one torch thread per process is fastest (and keeps the
+# suite's subprocesses from oversubscribing a 2-core machine).
 test: install
-	$(VENV)/bin/python -m pytest -q
+	OMP_NUM_THREADS=1 $(VENV)/bin/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) build *.egg-info
