@@ -59,6 +59,19 @@ def make_data(path: Path, runs: int, checkpoints: int, probes: int, classes: int
             rw.finish()
 
 
+def _same_data(path: Path, args: argparse.Namespace) -> bool:
+    from trajviz.errors import TrajvizError
+    from trajviz.store import ExperimentFile
+
+    if not path.exists():
+        return False
+    try:
+        with ExperimentFile(path) as f:
+            return f.config.get("bench") == [args.runs, args.checkpoints, args.probes, args.classes, 0]
+    except TrajvizError:
+        return False
+
+
 def _knn_acc(coords: np.ndarray, groups: np.ndarray) -> float:
     from trajviz.metrics import knn_accuracy, pairwise_rms_distances
 
@@ -112,6 +125,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--data", type=Path, default=None,
                     help="file to write the synthetic experiment to (default: a temporary one)")
+    ap.add_argument("--reuse-data", action="store_true",
+                    help="keep --data if its recorded workload parameters match these")
     ap.add_argument("--side", choices=("trajviz", "baseline"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.side:  # child process
@@ -121,7 +136,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = args.data or Path(tmp) / "bench_project.h5"
         t0 = time.perf_counter()
-        make_data(path, args.runs, args.checkpoints, args.probes, args.classes)
+        if not (args.reuse_data and _same_data(path, args)):
+            make_data(path, args.runs, args.checkpoints, args.probes, args.classes)
         raw_gb = args.runs * args.checkpoints * args.probes * args.classes * 4 / 1e9
         print(f"data: {args.runs} runs x {args.checkpoints} checkpoints x {args.probes} probes x "
               f"{args.classes} classes = {raw_gb:.2f} GB float32 raw, "

@@ -51,7 +51,7 @@ import numpy as np
 
 from trajviz.errors import ConfigError
 from trajviz.progress import progress_bar
-from trajviz.project import open_experiments, represent, select
+from trajviz.project import open_experiments, represent, run_vectors, select
 from trajviz.store import ExperimentFile
 
 log = logging.getLogger(__name__)
@@ -257,10 +257,9 @@ def distance_matrices(files: Sequence[ExperimentFile], runs: Sequence[Any], repr
     dist = np.empty((t_len, len(runs), len(runs)))
     cdist: dict[str, np.ndarray] = {f"{g}|{h}": np.empty(t_len)
                                     for i, g in enumerate(groups) for h in groups[i + 1:]}
+    streams = [run_vectors(files[r.source], r, representation) for r in runs]  # in lockstep
     for t in progress_bar(range(t_len), enabled=progress, desc="distances", unit="ckpt"):
-        X = np.stack([represent(files[r.source].outputs(
-            r.run_id, slice(int(r.checkpoints[t]), int(r.checkpoints[t]) + 1))[0],
-            representation).reshape(-1) for r in runs]).astype(np.float64)
+        X = np.stack([next(s) for s in streams]).astype(np.float64)
         dist[t] = pairwise_rms_distances(X, n_probe)
         cents = {g: X[labels == g].mean(axis=0) for g in groups}
         for pair in cdist:

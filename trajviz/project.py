@@ -199,11 +199,22 @@ def iter_checkpoint_vectors(files: Sequence[ExperimentFile], runs: Sequence[Sele
     total = sum(r.checkpoints.size for r in runs)
     with progress_bar(total=total, enabled=progress, desc=desc, unit="ckpt") as bar:
         for r in runs:
-            f = files[r.source]
-            for t in r.checkpoints:
-                out = f.outputs(r.run_id, slice(int(t), int(t) + 1))[0]
-                yield represent(out, representation).reshape(-1)
+            for vec in run_vectors(files[r.source], r, representation):
+                yield vec
                 bar.update(1)
+
+
+def run_vectors(f: ExperimentFile, run: SelectedRun, representation: str) -> Iterator[np.ndarray]:
+    """The selected checkpoints of one run as (N*C,) float32 vectors, in order."""
+    idx = run.checkpoints
+    if idx.size and idx[0] == 0 and np.all(np.diff(idx) == 1):
+        # sequential reads skip the store's per-call validation (~4 ms a call)
+        for _, out in zip(range(idx.size), f.iter_outputs(run.run_id)):
+            yield represent(out, representation).reshape(-1)
+        return
+    for t in idx:
+        out = f.outputs(run.run_id, slice(int(t), int(t) + 1))[0]
+        yield represent(out, representation).reshape(-1)
 
 
 # --------------------------------------------------------------------------- streaming PCA
@@ -219,7 +230,7 @@ class StreamingPCA:
     """
 
     def __init__(self, n_components: int = 50, *, batch_rows: int | None = None,
-                 memory_mb: float = 64.0):
+                 memory_mb: float = 16.0):
         self.n_components = n_components
         self.batch_rows = batch_rows
         self.memory_mb = memory_mb
@@ -297,7 +308,7 @@ class StreamingPCA:
 
 
 def reduce_checkpoints(files: Sequence[ExperimentFile], runs: Sequence[SelectedRun],
-                       representation: str, pca_dims: int, *, memory_mb: float = 64.0,
+                       representation: str, pca_dims: int, *, memory_mb: float = 16.0,
                        progress: bool = False) -> tuple[StreamingPCA, np.ndarray]:
     """Fit streaming PCA on the selected checkpoints (one pass) and project them (second pass).
 
@@ -521,7 +532,7 @@ def embed(files: Sequence[str | Path], *, method: str = "tsne", representation: 
           where: Iterable[str] | Mapping[str, Any] | None = None,
           checkpoints: str | slice | None = None, seed: int = 0,
           params: Mapping[str, Any] | None = None, quality_k: int = 10,
-          memory_mb: float = 64.0, progress: bool = False) -> Embedding:
+          memory_mb: float = 16.0, progress: bool = False) -> Embedding:
     """Embed all selected checkpoints of all selected runs jointly.
 
     ``method``: one of :data:`METHODS`; ``params``: method parameters (see
