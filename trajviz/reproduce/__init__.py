@@ -8,6 +8,7 @@ needs (:mod:`.landscape`), computes each finding's statistic, interval and verdi
 
     results/<study>/<setting>.h5             one trajviz file per study setting
     results/landscape/<setting>.landscape.h5 F9's scans
+    results/timings.json                     wall and CPU seconds of each setting's recording
     figures/<name>.pdf, .png (.gif)          the figures
     report.md, report.html, findings.json    the report
 """
@@ -73,9 +74,9 @@ def reproduce(*, profile: str = "quick", only: str | Sequence[str] | None = None
     with clock("training"):
         settings = run_missing(plan, results_dir, progress=progress)
     for s in settings:
-        if s.status == "recorded":
-            seconds[f"training {s.study}/{s.setting}"] = s.seconds
-            cpu[f"training {s.study}/{s.setting}"] = s.cpu_seconds
+        if s.status in ("recorded", "complete") and s.seconds:
+            key = f"training {s.study}/{s.setting}" + (" (earlier)" if s.status == "complete" else "")
+            seconds[key], cpu[key] = s.seconds, s.cpu_seconds
     if "landscape" in [s.name for s in plan] and "F9" in ids:
         from trajviz.reproduce.landscape import run_scans
 

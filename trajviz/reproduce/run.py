@@ -6,6 +6,7 @@ Each setting of a study is one HDF5 file, recorded by :func:`trajviz.train.recor
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -22,8 +23,9 @@ log = logging.getLogger(__name__)
 class SettingRun:
     """What happened to one setting: ``"recorded"``, ``"complete"`` (nothing to do) or
     ``"reused"`` (its runs belong to another study's setting); ``seconds`` (wall) and
-    ``cpu_seconds`` (this process's CPU time, all threads) spent recording. On a shared machine
-    the CPU time is the better measure of the work."""
+    ``cpu_seconds`` (this process's CPU time, all threads) spent recording it, now or (for
+    ``"complete"``) when it was recorded. On a shared machine the CPU time is the better
+    measure of the work."""
 
     study: str
     setting: str
@@ -59,6 +61,7 @@ def run_missing(studies: Iterable[Study], results_dir: str | Path, *,
     from trajviz.train import record_experiment  # torch: only when something may train
 
     results_dir = Path(results_dir)
+    timings = _load_timings(results_dir)
     done: list[SettingRun] = []
     for study in studies:
         for setting in study.settings:
@@ -70,7 +73,10 @@ def run_missing(studies: Iterable[Study], results_dir: str | Path, *,
             n_runs = len(expected_run_ids(setting))
             if is_complete(setting, results_dir):
                 log.info("%s/%s: all %d runs complete in %s", study.name, setting.id, n_runs, path)
-                done.append(SettingRun(study.name, setting.id, path, "complete", 0.0, n_runs))
+                t = timings.get(f"{study.name}/{setting.id}", {})
+                done.append(SettingRun(study.name, setting.id, path, "complete",
+                                       float(t.get("seconds", 0.0)), n_runs,
+                                       float(t.get("cpu_seconds", 0.0))))
                 continue
             log.info("%s/%s: recording %d runs into %s", study.name, setting.id, n_runs, path)
             t0, c0 = time.perf_counter(), time.process_time()
@@ -78,7 +84,29 @@ def run_missing(studies: Iterable[Study], results_dir: str | Path, *,
             seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
             log.info("%s/%s: %.1f s (%.1f s CPU)", study.name, setting.id, seconds, cpu)
             done.append(SettingRun(study.name, setting.id, path, "recorded", seconds, n_runs, cpu))
+            timings[f"{study.name}/{setting.id}"] = {"seconds": seconds, "cpu_seconds": cpu}
+            _save_timings(results_dir, timings)
     return done
+
+
+TIMINGS = "timings.json"
+
+
+def _load_timings(results_dir: Path) -> dict:
+    """Wall and CPU seconds of each setting's last recording (``results/timings.json``), so a
+    report written after a resume still says what the finished settings cost."""
+    try:
+        data = json.loads((results_dir / TIMINGS).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _save_timings(results_dir: Path, timings: dict) -> None:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    tmp = results_dir / (TIMINGS + ".tmp")
+    tmp.write_text(json.dumps(timings, indent=1, sort_keys=True))
+    tmp.replace(results_dir / TIMINGS)
 
 
 def needed_studies(studies: Mapping[str, Study], names: Iterable[str]) -> list[Study]:
