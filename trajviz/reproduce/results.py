@@ -15,7 +15,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from trajviz.errors import FormatError, InputFileNotFoundError
+from trajviz.errors import InputFileNotFoundError
 from trajviz.reproduce.studies import Study, result_path
 from trajviz.store import COMPLETE, DIVERGED, ExperimentFile
 
@@ -167,13 +167,3 @@ def read_results(studies: Mapping[str, Study], results_dir: str | Path) -> dict[
     """:func:`read_study` for each study."""
     return {name: read_study(s, results_dir) for name, s in studies.items()}
 
-
-def check_same_probe(paths: Iterable[Path]) -> None:
-    """Raise if result files do not share one probe set (they cannot be compared point-wise)."""
-    shas = {}
-    for p in paths:
-        with ExperimentFile(p) as f:
-            shas[p] = f.probe_sha256
-    if len(set(shas.values())) > 1:
-        raise FormatError("result files were recorded on different probe sets: "
-                          + ", ".join(str(p) for p in shas))
