@@ -173,3 +173,13 @@ def test_missing_study_is_reported_not_raised():
     res = evaluate_finding("F7", {}, n_boot=100)
     assert res.verdict == INCONCLUSIVE and not res.available
     assert "hist" in res.notes[0]
+
+
+def test_analysis_side_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, trajviz.findings, trajviz.report, trajviz.plots.studies, "
+            "trajviz.reproduce.figures, trajviz.reproduce.results; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
