@@ -167,3 +167,14 @@ def test_figure_script_writes_nonempty_files(tiny, tmp_path, name, monkeypatch):
     suffixes = {p.suffix for p in files}
     assert suffixes == ({".gif"} if name.endswith("animation") else {".pdf", ".png"})
     assert all(p.stat().st_size > 1000 for p in files)
+
+
+def test_needed_studies_takes_only_reused_settings(tmp_path):
+    from trajviz.reproduce.run import needed_studies
+
+    studies = load_studies(write_tiny_studies(tmp_path / "s"), "quick")
+    plan = needed_studies(studies, ["width"])
+    assert [(s.name, [x.id for x in s.settings]) for s in plan] == [
+        ("depth", ["depth1"]), ("width", ["w4", "w8"])]
+    with pytest.raises(ConfigError, match="no study 'nope'"):
+        needed_studies(studies, ["nope"])

@@ -110,15 +110,25 @@ def _save_timings(results_dir: Path, timings: dict) -> None:
 
 
 def needed_studies(studies: Mapping[str, Study], names: Iterable[str]) -> list[Study]:
-    """The studies ``names`` plus those whose settings they reuse, in a stable order."""
+    """The studies ``names``, plus the settings of other studies that they reuse (only those
+    settings: ``--only F9`` records the depth study's depth1-3, not its depth4)."""
+    import dataclasses
+
     from trajviz.errors import ConfigError
 
-    wanted: list[str] = []
+    names = list(dict.fromkeys(names))
     for name in names:
         if name not in studies:
             raise ConfigError(f"no study {name!r} in the study directory; it has "
                               f"{', '.join(sorted(studies))}")
-        for dep in [s.source[0] for s in studies[name].settings if s.source] + [name]:
-            if dep not in wanted:
-                wanted.append(dep)
-    return [studies[n] for n in wanted]
+    deps: dict[str, list[str]] = {}
+    for name in names:
+        for s in studies[name].settings:
+            if s.source and s.source[0] not in names:
+                ids = deps.setdefault(s.source[0], [])
+                if s.source[1] not in ids:
+                    ids.append(s.source[1])
+    out = [dataclasses.replace(studies[d], settings=tuple(x for x in studies[d].settings
+                                                           if x.id in ids))
+           for d, ids in deps.items()]
+    return out + [studies[n] for n in names]
