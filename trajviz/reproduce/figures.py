@@ -98,6 +98,9 @@ def fig_nll_curves(ctx: FigureContext) -> Any:
     for ax, s in zip(axes, order):
         nll_curves(ax, {m: run_curves(r.select(s, m)) for m in ("none", "sdae")},
                    title=f"{_depth(r, s)} hidden layer(s)")
+    for ax in axes[1:]:  # one legend is enough
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
     return fig
 
 
@@ -180,6 +183,9 @@ def fig_landscape(ctx: FigureContext) -> Any:
                 lines.setdefault(run.group, []).append(run.scans1d["sgd"]["nll"])
         landscape_scans(ax, res.alphas, {m: np.concatenate(v) for m, v in sorted(lines.items())},
                         title=f"{_depth(r, s)} hidden layer(s)")
+    for ax in axes[1:]:
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
     return fig
 
 
