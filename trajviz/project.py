@@ -224,9 +224,10 @@ class StreamingPCA:
     """PCA fitted from a stream of rows, a batch at a time (incremental PCA of Ross et al. 2008,
     "Incremental learning for robust visual tracking", via scikit-learn's IncrementalPCA).
 
-    Memory is O(batch_rows x D), independent of the number of rows. When all rows fit in one
-    batch the result is exact PCA. ``batch_rows`` None: as many rows as fit in ``memory_mb``
-    of float32, at least ``2 * n_components``.
+    Memory is O(batch_rows x D), independent of the number of rows. ``batch_rows`` None: all
+    rows in one batch (exact PCA) when they fit in ``memory_mb`` of float32, else batches of
+    ``2 * n_components`` rows (fewer if that exceeds ``memory_mb``, never fewer than
+    ``n_components``).
     """
 
     def __init__(self, n_components: int = 50, *, batch_rows: int | None = None,
@@ -236,8 +237,15 @@ class StreamingPCA:
         self.memory_mb = memory_mb
 
     def _batch_sizes(self, n_rows: int, n_features: int, n_comp: int) -> list[int]:
-        rows = self.batch_rows or int(self.memory_mb * 2**20 / (4 * n_features))
-        rows = max(rows, 2 * n_comp, 1)
+        budget_rows = int(self.memory_mb * 2**20 / (4 * n_features))
+        if self.batch_rows:
+            rows = self.batch_rows
+        elif n_rows <= budget_rows:
+            rows = n_rows  # everything fits: one batch, exact PCA
+        else:
+            # each batch costs an SVD of (n_comp + rows) x D, so small batches are cheaper too
+            rows = min(2 * n_comp, budget_rows)
+        rows = max(rows, n_comp, 1)
         n_batches = max(1, n_rows // rows)
         base, rem = divmod(n_rows, n_batches)
         return [base + (i < rem) for i in range(n_batches)]
