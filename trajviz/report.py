@@ -121,7 +121,8 @@ def render_markdown(results: Sequence[FindingResult], meta: ReportMeta, out_dir:
 
 
 TIME_NOTE = ("Wall seconds depend on what else the machine runs; CPU seconds (this process, all "
-             "threads) measure the work. Settings already complete cost nothing.")
+             "threads) measure the work. Settings already complete are not retrained; rows marked "
+             "'(earlier)' give the time of their recording.")
 
 
 def _time_rows(meta: ReportMeta) -> list[dict[str, str]]:
