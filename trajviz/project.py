@@ -221,8 +221,9 @@ def run_vectors(f: ExperimentFile, run: SelectedRun, representation: str) -> Ite
 
 
 class StreamingPCA:
-    """PCA fitted from a stream of rows, a batch at a time (incremental PCA of Ross et al. 2008,
-    "Incremental learning for robust visual tracking", via scikit-learn's IncrementalPCA).
+    """PCA fitted from a stream of rows, a batch at a time: the incremental PCA of Ross et al.
+    2008 ("Incremental learning for robust visual tracking", IJCV; the update scikit-learn's
+    IncrementalPCA uses), with each batch's SVD taken through its small Gram matrix.
 
     Memory is O(batch_rows x D), independent of the number of rows. ``batch_rows`` None: all
     rows in one batch (exact PCA) when they fit in ``memory_mb`` of float32, else batches of
@@ -252,24 +253,39 @@ class StreamingPCA:
 
     def fit(self, rows: Iterable[np.ndarray], n_rows: int) -> "StreamingPCA":
         """Fit from ``n_rows`` 1-D rows of equal length D (an iterator: read once)."""
-        from sklearn.decomposition import IncrementalPCA
-
         it = iter(rows)
         first = np.asarray(next(it), dtype=np.float32)
         n_features = first.size
         n_comp = int(min(self.n_components, n_rows, n_features))
         sizes = self._batch_sizes(n_rows, n_features, n_comp)
-        ipca = IncrementalPCA(n_components=n_comp)
+        mean = np.zeros(n_features)
+        basis = np.zeros((0, n_features))  # singular values x components, (k, D)
+        n_seen, sum_sq = 0, 0.0
         pending: list[np.ndarray] = [first]
         for size in sizes:
             while len(pending) < size:
                 pending.append(np.asarray(next(it), dtype=np.float32))
-            ipca.partial_fit(np.stack(pending))
+            X = np.stack(pending).astype(np.float64)
             pending = []
-        self.mean_ = np.asarray(ipca.mean_, dtype=np.float64)
-        self.components_ = np.asarray(ipca.components_, dtype=np.float64)
-        self.explained_variance_ = np.asarray(ipca.explained_variance_, dtype=np.float64)
-        self.explained_variance_ratio_ = np.asarray(ipca.explained_variance_ratio_, dtype=np.float64)
+            b = X.shape[0]
+            sum_sq += float(np.einsum("ij,ij->", X, X))
+            col_mean = X.mean(axis=0)
+            X -= col_mean
+            # Ross et al. (2008): the old subspace, the centred batch and a mean-shift row
+            # together have the same scatter matrix as all rows seen so far
+            shift = np.sqrt(n_seen * b / (n_seen + b)) * (mean - col_mean)
+            A = np.vstack([basis, X, shift[None, :]]) if n_seen else X
+            del X
+            mean = (n_seen * mean + b * col_mean) / (n_seen + b)
+            n_seen += b
+            s_vals, vt = _wide_svd(A, n_comp)
+            basis = s_vals[:, None] * vt
+        total_var = (sum_sq - n_seen * float(mean @ mean)) / max(n_seen - 1, 1)
+        self.mean_ = mean
+        self.components_ = vt
+        self.explained_variance_ = s_vals**2 / max(n_seen - 1, 1)
+        self.explained_variance_ratio_ = self.explained_variance_ / total_var if total_var > 0 \
+            else np.zeros(n_comp)
         self.n_components_ = n_comp
         self.n_batches_ = len(sizes)
         return self
@@ -313,6 +329,21 @@ class StreamingPCA:
         if i != n_rows:
             raise FormatError(f"expected {n_rows} checkpoints, read {i}")
         return out
+
+
+def _wide_svd(A: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k singular values (k,) and right singular vectors (k, D) of a wide A (m, D), m << D,
+    through the eigen-decomposition of the small Gram matrix A A^T (m, m): a matrix product
+    instead of LAPACK's gesdd on A, many times faster for m ~ 100 and D ~ 10^5. Signs are fixed
+    so each vector's largest-magnitude entry is positive."""
+    w, u = np.linalg.eigh(A @ A.T)
+    order = np.argsort(w)[::-1][:k]
+    s_vals = np.sqrt(np.clip(w[order], 0.0, None))
+    vt = (u[:, order].T @ A) / np.where(s_vals > 0, s_vals, 1.0)[:, None]
+    idx = np.argmax(np.abs(vt), axis=1)
+    signs = np.sign(vt[np.arange(vt.shape[0]), idx])
+    signs[signs == 0] = 1.0
+    return s_vals, vt * signs[:, None]
 
 
 def reduce_checkpoints(files: Sequence[ExperimentFile], runs: Sequence[SelectedRun],
