@@ -148,7 +148,9 @@ def test_only_records_what_its_findings_need(tiny, tmp_path):
     res = reproduce(profile="quick", only="F8", output=tmp_path / "o", studies_dir=studies,
                     n_boot=100, figures=True)
     assert [f.id for f in res.findings] == ["F8"]
-    assert sorted(p.name for p in (tmp_path / "o" / "results").iterdir()) == ["partial"]
+    assert sorted(p.name for p in (tmp_path / "o" / "results").iterdir() if p.is_dir()) == ["partial"]
+    timings = json.loads((tmp_path / "o" / "results" / "timings.json").read_text())
+    assert set(timings) == {"partial/depth2"} and timings["partial/depth2"]["cpu_seconds"] > 0
     assert set(res.figures) == {"partial_bars"}
     assert "| F8 |" in (tmp_path / "o" / "report.md").read_text()
 
