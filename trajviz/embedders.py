@@ -6,6 +6,7 @@ deterministically given a seed, and places new points into a fitted embedding.
     logged), stored in the embedding file's ``params`` attribute.
 ``extend(method, X_ref, coords_ref, X_new, attrs) -> coords_new``
     Out-of-sample placement of ``X_new`` with ``X_ref``'s points kept where they are.
+``embedding_quality(X_high, X_low) -> {"trustworthiness", "knn_preservation", "quality_k"}``
 
 Methods and their parameters (defaults):
 
@@ -202,3 +203,38 @@ def _check_refit(method: str, refit: np.ndarray, stored: np.ndarray) -> None:
         log.warning("%s: refitting on the stored features moved the reference points by up to "
                     "%.1f%% of the plot's extent (another library version?); added points are "
                     "placed relative to the refit", method, 100 * dev)
+
+
+# --------------------------------------------------------------------------- quality
+
+
+def knn_preservation(X_high: np.ndarray, X_low: np.ndarray, k: int = 10) -> float:
+    """Mean fraction of each point's k nearest neighbours in ``X_high`` that are also among its
+    k nearest neighbours in ``X_low`` (1 = neighbourhoods kept exactly)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    k = min(k, X_high.shape[0] - 1)
+    nh = NearestNeighbors(n_neighbors=k + 1).fit(X_high).kneighbors(return_distance=False)
+    nl = NearestNeighbors(n_neighbors=k + 1).fit(X_low).kneighbors(return_distance=False)
+    nh, nl = nh[:, :k], nl[:, :k]  # kneighbors() without X excludes the point itself
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(nh, nl)]))
+
+
+def embedding_quality(X_high: np.ndarray, X_low: np.ndarray, *, k: int = 10,
+                      max_points: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Trustworthiness (Venna & Kaski 2001, sklearn.manifold.trustworthiness) and k-NN
+    preservation of ``X_low`` relative to ``X_high``, on a seeded random subset of at most
+    ``max_points`` points (both are O(M^2) in memory)."""
+    from sklearn.manifold import trustworthiness
+
+    m = X_high.shape[0]
+    if m > max_points:
+        idx = np.sort(np.random.default_rng(seed).choice(m, max_points, replace=False))
+        X_high, X_low = X_high[idx], X_low[idx]
+        m = max_points
+    k = max(1, min(k, (m - 1) // 2))
+    if m < 4:
+        return {"trustworthiness": float("nan"), "knn_preservation": float("nan"), "quality_k": k}
+    return {"trustworthiness": float(trustworthiness(X_high, X_low, n_neighbors=k)),
+            "knn_preservation": knn_preservation(X_high, X_low, k),
+            "quality_k": k}

@@ -364,41 +364,6 @@ def reduce_checkpoints(files: Sequence[ExperimentFile], runs: Sequence[SelectedR
     return pca, feats
 
 
-# --------------------------------------------------------------------------- quality
-
-
-def knn_preservation(X_high: np.ndarray, X_low: np.ndarray, k: int = 10) -> float:
-    """Mean fraction of each point's k nearest neighbours in ``X_high`` that are also among its
-    k nearest neighbours in ``X_low`` (1 = neighbourhoods kept exactly)."""
-    from sklearn.neighbors import NearestNeighbors
-
-    k = min(k, X_high.shape[0] - 1)
-    nh = NearestNeighbors(n_neighbors=k + 1).fit(X_high).kneighbors(return_distance=False)
-    nl = NearestNeighbors(n_neighbors=k + 1).fit(X_low).kneighbors(return_distance=False)
-    nh, nl = nh[:, :k], nl[:, :k]  # kneighbors() without X excludes the point itself
-    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(nh, nl)]))
-
-
-def embedding_quality(X_high: np.ndarray, X_low: np.ndarray, *, k: int = 10,
-                      max_points: int = 2000, seed: int = 0) -> dict[str, float]:
-    """Trustworthiness (Venna & Kaski 2001, sklearn.manifold.trustworthiness) and k-NN
-    preservation of ``X_low`` relative to ``X_high``, on a seeded random subset of at most
-    ``max_points`` points (both are O(M^2) in memory)."""
-    from sklearn.manifold import trustworthiness
-
-    m = X_high.shape[0]
-    if m > max_points:
-        idx = np.sort(np.random.default_rng(seed).choice(m, max_points, replace=False))
-        X_high, X_low = X_high[idx], X_low[idx]
-        m = max_points
-    k = max(1, min(k, (m - 1) // 2))
-    if m < 4:
-        return {"trustworthiness": float("nan"), "knn_preservation": float("nan"), "quality_k": k}
-    return {"trustworthiness": float(trustworthiness(X_high, X_low, n_neighbors=k)),
-            "knn_preservation": knn_preservation(X_high, X_low, k),
-            "quality_k": k}
-
-
 # --------------------------------------------------------------------------- embedding
 
 
@@ -582,7 +547,7 @@ def embed(files: Sequence[str | Path], *, method: str = "tsne", representation: 
     embedding with the PCA features; ``pca_explained_variance`` says how much of the function
     space's variance those keep.
     """
-    from trajviz.embedders import fit
+    from trajviz.embedders import embedding_quality, fit
 
     if method not in METHODS:
         raise ConfigError(f"method {method!r}: choose one of {', '.join(METHODS)}")

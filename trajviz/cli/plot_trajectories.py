@@ -27,11 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated groups to draw, in this order (None: all)")
     p.add_argument("--cmaps", default=None,
                    help="comma-separated matplotlib colour maps, one per group "
-                        "(default: Blues,Reds,Greens,Purples,Oranges,Greys)")
+                        "(None: Blues,Reds,Greens,Purples,Oranges,Greys)")
     p.add_argument("--width", type=float, default=3.4, help="figure width, inches")
     p.add_argument("--height", type=float, default=3.0, help="figure height, inches")
     p.add_argument("--font-size", type=float, default=7.0, help="font size, points")
-    p.add_argument("--title", default=None, help="figure title (default: none)")
+    p.add_argument("--title", default=None, help="figure title")
     p.add_argument("--no-lines", action="store_true", help="do not join each run's checkpoints")
     p.add_argument("--no-colorbar", action="store_true", help="no colour bars")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
