@@ -135,3 +135,12 @@ def test_sigkill_mid_run_leaves_a_readable_file_and_resume_finishes(tmp_path, ti
     assert res.returncode == 0, res.stderr
     with ExperimentFile(out) as f:
         assert all(i.status == "complete" and i.n_checkpoints == 41 for i in f.runs())
+
+
+def test_divergence_with_few_resamples_prints_its_table(tmp_path, tiny_config, capsys):
+    """Regression: a bootstrap too small for an interval printed a traceback."""
+    from trajviz.train import record_experiment
+
+    path = record_experiment(tiny_config, tmp_path / "t.h5")
+    assert main(["divergence", str(path), "--n-boot", "2", "-o", str(tmp_path / "d.json"), "-q"]) == 0
+    assert "sdae" in capsys.readouterr().out

@@ -34,6 +34,7 @@ def test_builtin_default_is_the_documented_experiment():
     ({"seeds": [1, 1]}, "distinct"),
     ({"train": {"lr": -1}}, ">= 0"),
     ({"model": 3}, "expected a table"),
+    ({"train": {"lr": 1e300}}, "train.lr = 1e+300: must be <= 3.4e+38"),
 ])
 def test_bad_values_name_key_and_allowed(data, fragment):
     with pytest.raises(ConfigError) as err:

@@ -109,6 +109,9 @@ def parse_method(text: str, key: str = "pretrain.methods") -> MethodSpec:
 def _method_spec(key: str, value: str) -> str:
     return parse_method(value, key).spec
 
+#: learning rates must be representable in float32, the engine's scalar type
+FLOAT32_MAX = 3.4e38
+
 
 def _f(default: Any, doc: str, *, choices: Sequence[Any] | None = None,
        lo: float | None = None, hi: float | None = None, each: bool = False,
@@ -146,19 +149,20 @@ class PretrainConfig:
                             "BASE[+layers=K][+reinit=L[,L...]][+hist] (docs/config.md)",
                             choices=PRETRAIN_METHODS, each=True, check=_method_spec)
     epochs: int = _f(10, "pre-training epochs per layer", lo=0)
-    lr: float = _f(0.01, "pre-training SGD learning rate", lo=0.0)
+    lr: float = _f(0.01, "pre-training SGD learning rate", lo=0.0, hi=FLOAT32_MAX)
     batch_size: int = _f(10, "pre-training minibatch size", lo=1)
     corruption: float = _f(0.25, "SDAE masking-noise level: fraction of inputs set to 0", lo=0.0, hi=1.0)
     tied: bool = _f(True, "SDAE decoder uses the transposed encoder weights")
     cd_k: int = _f(1, "RBM: Gibbs steps of contrastive divergence (CD-k)", lo=1)
-    rbm_lr: float = _f(0.05, "RBM: CD learning rate (gradient averaged over the minibatch)", lo=0.0)
+    rbm_lr: float = _f(0.05, "RBM: CD learning rate (gradient averaged over the minibatch)", lo=0.0,
+                       hi=FLOAT32_MAX)
     hist_bins: int = _f(100, "'+hist' init: bins of each layer's weight (and bias) histogram", lo=2)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = _f(10, "supervised fine-tuning epochs", lo=0)
-    lr: float = _f(0.05, "fine-tuning SGD learning rate (constant)", lo=0.0)
+    lr: float = _f(0.05, "fine-tuning SGD learning rate (constant)", lo=0.0, hi=FLOAT32_MAX)
     batch_size: int = _f(10, "fine-tuning minibatch size (1 = the studies' online SGD)", lo=1)
     l2: float = _f(0.0, "L2 penalty on weights (added to the averaged NLL)", lo=0.0)
 

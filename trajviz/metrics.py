@@ -208,8 +208,9 @@ class DivergenceTable:
                              f"{100 * (1 - d.p_no_divergence):.0f}% of resamples diverge")
             else:
                 ep = "" if d.epoch is None else f" (epoch {d.epoch:.3g})"
-                ci = ("" if d.ci_low is None
-                      else f", 95% CI [{d.ci_low:.3g}, {d.ci_high:.3g}], sd {d.std:.2g}")
+                ci = ("" if d.ci_low is None or d.ci_high is None
+                      else f", 95% CI [{d.ci_low:.3g}, {d.ci_high:.3g}]")
+                ci += "" if d.std is None else f", sd {d.std:.2g}"
                 lines.append(f"  {g}: checkpoint {d.checkpoint}{ep}{ci}; "
                              f"{100 * d.p_no_divergence:.0f}% of resamples without divergence; "
                              f"{d.n_runs} runs")
