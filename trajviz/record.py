@@ -192,11 +192,13 @@ class Recorder:
 
     def close(self) -> None:
         """Close the file; the default run, if any, is marked complete."""
-        if self._default is not None:
-            self._default.finish()
-            self._default = None
-        if self._writer is not None:
-            self._writer.close()
+        try:
+            if self._default is not None:
+                default, self._default = self._default, None
+                default.finish()
+        finally:  # a failed final write must not leave the file (and its lock) open
+            if self._writer is not None:
+                self._writer.close()
 
     def __enter__(self) -> "Recorder":
         return self
