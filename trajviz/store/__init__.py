@@ -1,0 +1,44 @@
+"""The HDF5 store: the only package that imports h5py. The layout is a public contract,
+documented in docs/format.md; bump ``FORMAT_VERSION`` on any breaking change.
+
+Write side: :class:`ExperimentWriter` (one per file) hands out :class:`RunWriter` objects that
+append checkpoints. Every change (an append, a run start, an attribute) is one transaction of a
+rollback journal (:mod:`trajviz.lock`), so a process killed at any moment, even inside an HDF5
+write, leaves the file as the last complete change left it (docs/reliability.md). Read side:
+:class:`ExperimentFile`, which may read while a writer writes, validates what it reads, and
+turns any read failure into a :class:`~trajviz.errors.FormatError` naming the HDF5 key.
+
+Submodules, one per concern (everything is re-exported here; import from ``trajviz.store``):
+
+* :mod:`trajviz.store.experiment`: format constants, run status values, :func:`probe_sha256`,
+  the writer (:class:`ExperimentWriter`, :class:`RunWriter`) and the private helpers the other
+  submodules share.
+* :mod:`trajviz.store.reader`: :class:`ExperimentFile`, :class:`RunInfo`,
+  :func:`open_for_reading` and the validation limits for hostile files.
+* :mod:`trajviz.store.gather`: :class:`ShardSource`, :func:`gather`, :func:`read_root_attrs`.
+* :mod:`trajviz.store.landscape`: :class:`LandscapeWriter`, :class:`LandscapeFile`.
+* :mod:`trajviz.store.embedding`: :func:`write_embedding`, :func:`read_embedding`.
+"""
+
+from trajviz.store.experiment import (COMPLETE, DIVERGED, FORMAT, FORMAT_VERSION, LIBVER,
+                                      MAX_PENDING_BYTES, METRIC_NAMES, READER_WAIT_S, RUNNING,
+                                      SPLITS, ExperimentWriter, RunWriter, _append,
+                                      _check_readable, _CHECKSUMMED, _first_difference,
+                                      _natural_key, _READ_ERRORS, _str_attr, probe_sha256)
+from trajviz.store.reader import (_MAX_CLAIM_RATIO, _MAX_CLAIM_SLACK, _MAX_CLASSES, _PROB_TOL,
+                                  ExperimentFile, RunInfo, _guarded, open_for_reading)
+from trajviz.store.gather import ShardSource, _reading, gather, read_root_attrs
+from trajviz.store.landscape import (LANDSCAPE_FORMAT, LANDSCAPE_FORMAT_VERSION, LandscapeFile,
+                                     LandscapeWriter)
+from trajviz.store.embedding import (EMBEDDING_FORMAT, EMBEDDING_FORMAT_VERSION,
+                                     EMBEDDING_POINT_KEYS, _read_embedding, read_embedding,
+                                     write_embedding)
+
+__all__ = [
+    "COMPLETE", "DIVERGED", "EMBEDDING_FORMAT", "EMBEDDING_FORMAT_VERSION", "EMBEDDING_POINT_KEYS",
+    "ExperimentFile", "ExperimentWriter", "FORMAT", "FORMAT_VERSION", "LANDSCAPE_FORMAT",
+    "LANDSCAPE_FORMAT_VERSION", "LIBVER", "LandscapeFile", "LandscapeWriter", "MAX_PENDING_BYTES",
+    "METRIC_NAMES", "READER_WAIT_S", "RUNNING", "RunInfo", "RunWriter", "SPLITS", "ShardSource",
+    "gather", "open_for_reading", "probe_sha256", "read_embedding", "read_root_attrs",
+    "write_embedding",
+]
