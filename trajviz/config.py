@@ -13,7 +13,7 @@ import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence, get_args, get_origin
+from typing import Any, Callable, Iterator, Mapping, Sequence, get_args, get_origin
 
 from trajviz.errors import ConfigError
 
@@ -346,32 +346,43 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     return config_from_dict(data, overrides)
 
 
+def _schema_keys(cls: type = ExperimentConfig, obj: Any = None,
+                 section: str = "") -> Iterator[tuple[str, str, Any, Mapping[str, Any]]]:
+    """(section prefix, name, default, metadata) of every scalar key, in display order: a
+    section's own keys, then its subsections."""
+    obj = cls() if obj is None else obj
+    subsections = []
+    for f in dataclasses.fields(cls):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            subsections.append((f.name, value))
+        else:
+            yield section, f.name, value, f.metadata
+    for name, value in subsections:
+        yield from _schema_keys(type(value), value, section + name + ".")
+
+
+def _describe(meta: Mapping[str, Any], quote: Callable[[Any], str]) -> str:
+    """A key's documentation, allowed values and bounds, from its field metadata."""
+    note = meta.get("doc", "")
+    if meta.get("choices"):
+        note += "; one of " + ", ".join(quote(c) for c in meta["choices"])
+    bounds = [f">= {meta['lo']}" if meta.get("lo") is not None else "",
+              f"<= {meta['hi']}" if meta.get("hi") is not None else ""]
+    if any(bounds):
+        note += "; " + " and ".join(b for b in bounds if b)
+    return note
+
+
 def show_defaults() -> str:
     """Every config key with its default and documentation, as commented TOML."""
     lines: list[str] = []
-
-    def emit(cls: type, obj: Any, section: str) -> None:
-        sub = []
-        for f in dataclasses.fields(cls):
-            value = getattr(obj, f.name)
-            if dataclasses.is_dataclass(value):
-                sub.append((f.name, type(value), value))
-                continue
-            meta = f.metadata
-            note = meta.get("doc", "")
-            if meta.get("choices"):
-                note += "; one of " + ", ".join(repr(c) for c in meta["choices"])
-            bounds = [f">= {meta['lo']}" if meta.get("lo") is not None else "",
-                      f"<= {meta['hi']}" if meta.get("hi") is not None else ""]
-            if any(bounds):
-                note += "; " + " and ".join(b for b in bounds if b)
-            lines.append(f"{f.name} = {_toml_value(value)}  # {note}")
-        for name, tp, value in sub:
-            lines.append("")
-            lines.append(f"[{section + name}]")
-            emit(tp, value, section + name + ".")
-
-    emit(ExperimentConfig, ExperimentConfig(), "")
+    current = ""
+    for section, name, value, meta in _schema_keys():
+        if section != current:
+            lines += ["", f"[{section.rstrip('.')}]"]
+            current = section
+        lines.append(f"{name} = {_toml_value(value)}  # {_describe(meta, repr)}")
     return "\n".join(lines) + "\n"
 
 
@@ -379,28 +390,9 @@ def defaults_table() -> str:
     """Every config key as a Markdown table (key, default, meaning): the key table of
     docs/config.md, from the same metadata as :func:`show_defaults`."""
     rows = ["| key | default | meaning |", "|---|---|---|"]
-
-    def emit(cls: type, obj: Any, section: str) -> None:
-        sub = []
-        for f in dataclasses.fields(cls):
-            value = getattr(obj, f.name)
-            if dataclasses.is_dataclass(value):
-                sub.append((f.name, type(value), value))
-                continue
-            meta = f.metadata
-            note = meta.get("doc", "")
-            if meta.get("choices"):
-                note += "; one of " + ", ".join(f"`{c}`" for c in meta["choices"])
-            bounds = [f">= {meta['lo']}" if meta.get("lo") is not None else "",
-                      f"<= {meta['hi']}" if meta.get("hi") is not None else ""]
-            if any(bounds):
-                note += "; " + " and ".join(b for b in bounds if b)
-            note = note.replace("|", "\\|")
-            rows.append(f"| `{section + f.name}` | `{_toml_value(value)}` | {note} |")
-        for name, tp, value in sub:
-            emit(tp, value, section + name + ".")
-
-    emit(ExperimentConfig, ExperimentConfig(), "")
+    for section, name, value, meta in _schema_keys():
+        note = _describe(meta, lambda c: f"`{c}`").replace("|", "\\|")
+        rows.append(f"| `{section + name}` | `{_toml_value(value)}` | {note} |")
     return "\n".join(rows) + "\n"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from pathlib import Path
 
 from trajviz.cli import HelpFormatter
 
@@ -22,15 +23,30 @@ def register(sub: argparse._SubParsersAction) -> None:
         importlib.import_module(f"trajviz.cli.plot_{kind}").register(kinds)
 
 
-def save_figure(fig, output) -> None:
-    """Save a matplotlib figure, the format taken from the output's suffix."""
-    from pathlib import Path
+SUFFIXES = (".pdf", ".png", ".svg")
 
+
+def _check_suffix(output: Path) -> None:
     from trajviz.errors import ConfigError
 
+    if output.suffix.lower() not in SUFFIXES:
+        raise ConfigError(f"output {str(output)!r}: suffix must be one of {', '.join(SUFFIXES)}")
+
+
+def check_output(output: str | Path, overwrite: bool) -> None:
+    """Refuse, before any work, an output that exists (without --overwrite) or whose suffix
+    names no figure format."""
+    from trajviz.errors import OutputExistsError
+
     output = Path(output)
-    allowed = (".pdf", ".png", ".svg")
-    if output.suffix.lower() not in allowed:
-        raise ConfigError(f"output {str(output)!r}: suffix must be one of {', '.join(allowed)}")
+    if output.exists() and not overwrite:
+        raise OutputExistsError(f"{output} exists; pass --overwrite to replace it")
+    _check_suffix(output)
+
+
+def save_figure(fig, output: str | Path) -> None:
+    """Save a matplotlib figure, the format taken from the output's suffix."""
+    output = Path(output)
+    _check_suffix(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, bbox_inches="tight", dpi=300 if output.suffix.lower() == ".png" else None)

@@ -46,15 +46,12 @@ def run(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from trajviz.cli.plot import save_figure
-    from trajviz.errors import ConfigError, OutputExistsError
+    from trajviz.cli.plot import check_output, save_figure
+    from trajviz.errors import ConfigError
     from trajviz.landscape import load_result
     from trajviz.plots.landscape import plot_scan_grid, plot_scans_1d
 
-    if args.output.exists() and not args.overwrite:
-        raise OutputExistsError(f"{args.output} exists; pass --overwrite to replace it")
-    if args.output.suffix.lower() not in (".pdf", ".png", ".svg"):
-        raise ConfigError(f"output {str(args.output)!r}: suffix must be one of .pdf, .png, .svg")
+    check_output(args.output, args.overwrite)
     results = [load_result(f) for f in args.files]
     kinds = [k for r in results for k in r.kinds]
     kind = args.kind or (kinds[0] if kinds else None)

@@ -45,15 +45,12 @@ def run(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from trajviz.cli.plot import save_figure
-    from trajviz.errors import ConfigError, OutputExistsError
+    from trajviz.cli.plot import check_output, save_figure
+    from trajviz.errors import ConfigError
     from trajviz.plots.trajectories import plot_trajectories
     from trajviz.project import Embedding
 
-    if args.output.exists() and not args.overwrite:
-        raise OutputExistsError(f"{args.output} exists; pass --overwrite to replace it")
-    if args.output.suffix.lower() not in (".pdf", ".png", ".svg"):
-        raise ConfigError(f"output {str(args.output)!r}: suffix must be one of .pdf, .png, .svg")
+    check_output(args.output, args.overwrite)
     emb = Embedding.load(args.embedding)
     groups = [g.strip() for g in args.groups.split(",") if g.strip()] if args.groups else None
     if groups is not None and (missing := set(groups) - set(emb.groups)):
