@@ -144,3 +144,16 @@ def test_divergence_with_few_resamples_prints_its_table(tmp_path, tiny_config, c
     path = record_experiment(tiny_config, tmp_path / "t.h5")
     assert main(["divergence", str(path), "--n-boot", "2", "-o", str(tmp_path / "d.json"), "-q"]) == 0
     assert "sdae" in capsys.readouterr().out
+
+
+def test_output_piped_into_a_closed_pipe_ends_quietly(tmp_path, tiny_config):
+    """`trajviz info FILE --runs | head -1` must not print a BrokenPipeError traceback."""
+    from trajviz.train import record_experiment
+
+    path = record_experiment(tiny_config, tmp_path / "t.h5")
+    proc = subprocess.Popen([sys.executable, "-m", "trajviz.cli", "info", "--runs", str(path)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader went away before anything was written
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in stderr
