@@ -17,6 +17,18 @@ TINY = {
 }
 
 
+def generators(*seeds: int) -> list:
+    """One seeded torch.Generator per seed (each net of a stack draws from its own)."""
+    import torch
+
+    out = []
+    for seed in seeds:
+        g = torch.Generator()
+        g.manual_seed(seed)
+        out.append(g)
+    return out
+
+
 @pytest.fixture
 def tiny_dict() -> dict:
     import copy

@@ -3,16 +3,8 @@ import math
 import numpy as np
 import torch
 
+from conftest import generators as gens
 from trajviz.nets import StackedMLP, layer_sizes, mlp_module
-
-
-def gens(*seeds):
-    out = []
-    for s in seeds:
-        g = torch.Generator()
-        g.manual_seed(s)
-        out.append(g)
-    return out
 
 
 def test_init_ranges_and_zero_biases():

@@ -1,19 +1,10 @@
 import torch
 
-from trajviz.config import PretrainConfig
+from conftest import generators as gens
+from trajviz.config import DatasetConfig, PretrainConfig
 from trajviz.data import load_dataset
-from trajviz.config import DatasetConfig
 from trajviz.nets import StackedMLP
 from trajviz.pretrain import mask_noise, pretrain_sdae
-
-
-def gens(*seeds):
-    out = []
-    for s in seeds:
-        g = torch.Generator()
-        g.manual_seed(s)
-        out.append(g)
-    return out
 
 
 def test_masking_noise_zeroes_a_fixed_size_subset():
