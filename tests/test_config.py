@@ -21,6 +21,7 @@ def test_builtin_default_is_the_documented_experiment():
     cfg = load_config(None)
     assert cfg.dataset.name == "shapeset" and cfg.model.depth == 2
     assert len(cfg.seeds) >= 8 and set(cfg.pretrain.methods) == {"none", "sdae"}
+    assert cfg.train.lr == 0.2  # lower, the random-init nets never leave the chance plateau
 
 
 @pytest.mark.parametrize("data, fragment", [
