@@ -6,7 +6,7 @@ Reads the results that `trajviz reproduce` recorded and writes the figure as PDF
 
 import sys
 
-from trajviz.reproduce.figures import figure_main
+from trajviz.cli.figure import figure_main
 
 if __name__ == "__main__":
     sys.exit(figure_main("size_errors"))

@@ -323,26 +323,36 @@ def _check_across(cfg: ExperimentConfig) -> None:
                               f"but model.depth = {depth}; use layers 1..{depth}")
 
 
+def parse_toml(text: str, where: str, error: type[Exception] = ConfigError) -> dict[str, Any]:
+    """TOML text as a dict; a syntax error becomes ``error`` naming ``where``."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{where}: not valid TOML: {exc}") from None
+
+
+def read_toml(path: str | Path, kind: str = "config", error: type[Exception] = ConfigError) -> dict[str, Any]:
+    """Read a TOML file (a config, sweep or study file); every failure is one ``error`` line
+    naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise error(f"{kind} file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{kind} file {str(path)!r} cannot be read: {exc}") from None
+    return parse_toml(text, str(path), error)
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Read an experiment config from TOML (``None``: the built-in default experiment)."""
     if path is None:
         from importlib.resources import files
 
         text = files("trajviz.presets").joinpath("default.toml").read_text()
-        where = "built-in default"
+        data = parse_toml(text, "built-in default")
     else:
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise ConfigError(f"config file {str(path)!r} does not exist") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {str(path)!r} cannot be read: {exc}") from None
-        where = str(path)
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+        data = read_toml(path)
     return config_from_dict(data, overrides)
 
 

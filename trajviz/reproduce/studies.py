@@ -33,12 +33,11 @@ not after an hour. Numpy-free and torch-free: reading studies is cheap.
 from __future__ import annotations
 
 import copy
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from trajviz.config import ExperimentConfig, config_from_dict
+from trajviz.config import ExperimentConfig, config_from_dict, read_toml
 from trajviz.errors import ConfigError
 
 PROFILES = ("quick", "full")
@@ -190,15 +189,7 @@ def parse_study(data: Mapping[str, Any], profile: str, path: Path) -> Study:
 def load_study(path: str | Path, profile: str) -> Study:
     """Read and resolve one study file."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"study file {str(path)!r} does not exist") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse_study(data, profile, path)
+    return parse_study(read_toml(path, "study"), profile, path)
 
 
 def load_studies(directory: str | Path, profile: str) -> dict[str, Study]:

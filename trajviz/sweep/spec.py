@@ -7,12 +7,11 @@ import itertools
 import json
 import logging
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from trajviz.config import ExperimentConfig, config_from_dict, parse_override
+from trajviz.config import ExperimentConfig, config_from_dict, parse_override, read_toml
 from trajviz.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -116,17 +115,7 @@ def sweep_from_dict(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> S
 
 def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
     """Read a sweep file: an experiment config TOML with an optional ``[sweep]`` table."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise SweepError(f"sweep file {str(path)!r} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SweepError(f"sweep file {str(path)!r} cannot be read: {exc}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SweepError(f"{path}: not valid TOML: {exc}") from None
+    data = read_toml(path, "sweep", SweepError)
     return sweep_from_dict(data, overrides)
 
 
