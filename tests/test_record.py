@@ -73,3 +73,37 @@ def test_several_runs_and_append_mode(tmp_path):
     with ExperimentFile(path) as f:
         assert f.run_ids() == ["lin0", "lin1"]
         assert f.probe_targets().tolist() == [-1] * 20
+
+
+def test_info_flags_groups_still_on_the_chance_plateau(tmp_path, capsys):
+    """A group whose runs end at train NLL ~ ln C gets a note; a group that learned does not."""
+    import json
+
+    from trajviz.info import summarize
+
+    x = torch.rand(20, 3)
+    model = nn.Linear(3, 2)
+    path = tmp_path / "plateau.h5"
+    finals = {"stuck": [0.70, 0.69], "learned": [0.30, 0.69]}
+    for i, (group, values) in enumerate(finals.items()):
+        for seed, final in enumerate(values):
+            with Recorder(path, x, run_id=f"{group}{seed}", seed=seed, group=group,
+                          mode="resume" if (i or seed) else "create") as rec:
+                rec.record(model, step=0, train_nll=0.70)
+                rec.record(model, step=10, train_nll=final)
+    summary = summarize(path)
+    assert summary.groups["stuck"].at_chance(2) == 2
+    assert summary.groups["learned"].at_chance(2) == 1
+    text = summary.format()
+    assert "note: 2/2 runs of group 'stuck'" in text
+    assert "note: 1/2 runs of group 'learned'" in text
+    assert main(["info", str(path), "-o", str(tmp_path / "s.json"), "--quiet"]) == 0
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert data["groups"]["stuck"]["runs_at_chance"] == 2
+    capsys.readouterr()
+
+    path2 = tmp_path / "learned.h5"
+    with Recorder(path2, x, run_id="a", seed=0) as rec:
+        rec.record(model, step=0, train_nll=0.70)
+        rec.record(model, step=10, train_nll=0.40)
+    assert "plateau" not in summarize(path2).format()

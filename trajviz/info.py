@@ -12,6 +12,10 @@ from trajviz.errors import FormatError, TrajvizError
 from trajviz.selection import select_from_metrics
 from trajviz.store import ExperimentFile
 
+#: a run whose final train NLL is above ln(C) - CHANCE_MARGIN nats has not measurably beaten a
+#: uniform guess over the C classes: it has not left the chance plateau of its initialization.
+CHANCE_MARGIN = 0.01
+
 
 @dataclass
 class GroupSummary:
@@ -26,6 +30,16 @@ class GroupSummary:
     #: model selection (selection.py): test error at the checkpoint of best validation error
     test_error_at_best: list[float] = field(default_factory=list)
     best_epoch: list[float] = field(default_factory=list)
+
+    def at_chance(self, n_classes: int) -> int:
+        """How many runs end with a train NLL no better than guessing (:data:`CHANCE_MARGIN`)."""
+        return sum(1 for v in self.final_train_nll
+                   if np.isfinite(v) and v > chance_nll(n_classes) - CHANCE_MARGIN)
+
+
+def chance_nll(n_classes: int) -> float:
+    """NLL of the uniform guess over ``n_classes`` classes: ln C nats."""
+    return float(np.log(n_classes))
 
 
 @dataclass
@@ -83,6 +97,14 @@ class FileSummary:
         if self.diverged:
             lines.append("diverged (stopped, kept in the file, left out of projections): "
                          + ", ".join(f"{r} at step {s}" for r, s in self.diverged.items()))
+        for g in self.groups.values():
+            stuck = g.at_chance(self.n_classes)
+            if stuck and self.n_classes > 1:
+                lines.append(
+                    f"note: {stuck}/{len(g.final_train_nll)} runs of group {g.group!r} end "
+                    f"with train NLL > {chance_nll(self.n_classes) - CHANCE_MARGIN:.3f} "
+                    f"(ln {self.n_classes} - {CHANCE_MARGIN}), no better than a uniform guess: "
+                    "still on the chance plateau (docs/config.md, 'The chance plateau')")
         if runs:
             rw = max([6] + [len(r.run_id) for r in self.runs])
             mw = max([6] + [len(r.method) for r in self.runs])

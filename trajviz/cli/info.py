@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
                 "groups": {k: {"runs": g.runs, "pretrain": sorted(g.pretrain),
                                "statuses": g.statuses, "checkpoints": g.checkpoints,
                                "final_train_nll": g.final_train_nll,
+                               "runs_at_chance": g.at_chance(summary.n_classes),
                                "final_test_error": g.final_test_error,
                                "test_error_at_best": g.test_error_at_best,
                                "best_epoch": g.best_epoch}
