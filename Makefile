@@ -20,9 +20,10 @@ install: $(VENV)/.installed
 reproduce: install
 	$(VENV)/bin/trajviz reproduce --profile quick
 
-# One experiment on the built-in default (no download).
+# One experiment on the built-in default (no download). --resume: a second `make demo` finishes
+# an interrupted recording or just prints the summary; it never replaces a recorded file.
 demo: install
-	$(VENV)/bin/trajviz record --overwrite
+	$(VENV)/bin/trajviz record --resume
 
 # Tests run tiny workloads, for which one torch thread per process is fastest (and keeps the
 # suite's subprocesses from oversubscribing a 2-core machine).
