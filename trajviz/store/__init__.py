@@ -10,6 +10,9 @@ turns any read failure into a :class:`~trajviz.errors.FormatError` naming the HD
 
 Submodules, one per concern (everything is re-exported here; import from ``trajviz.store``):
 
+* :mod:`trajviz.store.journaled`: :class:`JournaledWriter`, the base of both writers: the
+  session, one transaction per change, rollback and the one-line error of a failed write, the
+  queue of changes while readers hold the file.
 * :mod:`trajviz.store.experiment`: format constants, run status values, :func:`probe_sha256`,
   the writer (:class:`ExperimentWriter`, :class:`RunWriter`) and the private helpers the other
   submodules share.
@@ -20,10 +23,10 @@ Submodules, one per concern (everything is re-exported here; import from ``trajv
 * :mod:`trajviz.store.embedding`: :func:`write_embedding`, :func:`read_embedding`.
 """
 
+from trajviz.store.journaled import MAX_PENDING_BYTES, READER_WAIT_S, JournaledWriter
 from trajviz.store.experiment import (COMPLETE, DIVERGED, FORMAT, FORMAT_VERSION, LIBVER,
-                                      MAX_PENDING_BYTES, METRIC_NAMES, READER_WAIT_S, RUNNING,
-                                      SPLITS, ExperimentWriter, RunWriter, _append,
-                                      _check_readable, _CHECKSUMMED, _first_difference,
+                                      METRIC_NAMES, RUNNING, SPLITS, ExperimentWriter, RunWriter,
+                                      _append, _check_readable, _CHECKSUMMED, _first_difference,
                                       _natural_key, _READ_ERRORS, _str_attr, probe_sha256)
 from trajviz.store.reader import (_MAX_CLAIM_RATIO, _MAX_CLAIM_SLACK, _MAX_CLASSES, _PROB_TOL,
                                   ExperimentFile, RunInfo, _guarded, open_for_reading)

@@ -9,20 +9,17 @@ change left it (docs/reliability.md). Also the private helpers the other submodu
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import h5py
 import numpy as np
 
-from trajviz.errors import (FileLockedError, FormatError, InputFileNotFoundError,
-                            OutputExistsError, StoreWriteError, TrajvizError)
-from trajviz.lock import WriteSession
+from trajviz.errors import FormatError, InputFileNotFoundError, OutputExistsError
+from trajviz.store.journaled import JournaledWriter
 
 log = logging.getLogger("trajviz.store")
 
@@ -89,10 +86,6 @@ def _natural_key(text: str) -> list[Any]:
 #: HDF5 format versions the writer uses: 1.10 objects carry checksums on all metadata
 #: (superblock, object headers, chunk indexes), so a flipped bit is detected, not misread
 LIBVER = ("v110", "v110")
-#: queued changes (bytes) after which a writer waits for readers instead of queueing more
-MAX_PENDING_BYTES = 256 * 2**20
-#: how long a writer that must write waits for readers to close the file (seconds)
-READER_WAIT_S = 600.0
 _CHECKSUMMED = dict(fletcher32=True)  # data chunks carry a Fletcher-32 checksum
 
 
@@ -190,7 +183,20 @@ def _append(ds: h5py.Dataset, t: int, value: Any) -> None:
     ds[t] = value
 
 
-class ExperimentWriter:
+def _skeleton(f: h5py.File, targets: np.ndarray, probe_sha: str, n_classes: int, name: str,
+              config_json: str) -> None:
+    """What a new experiment file holds before its first run."""
+    f.attrs["format"] = FORMAT
+    f.attrs["format_version"] = FORMAT_VERSION
+    f.attrs["probe_sha256"] = probe_sha
+    f.attrs["n_classes"] = int(n_classes)
+    f.attrs["name"] = name
+    f.attrs["config"] = config_json
+    f.create_group("probe").create_dataset("targets", data=targets)
+    f.create_group("runs")
+
+
+class ExperimentWriter(JournaledWriter):
     """Creates or reopens a trajviz file for writing.
 
     ``mode``: ``"create"`` refuses an existing file; ``"resume"`` reopens one written with the
@@ -206,75 +212,37 @@ class ExperimentWriter:
     ``durable=True`` also fsyncs, for safety against power loss (slower).
     """
 
+    _unit = "checkpoint"
+    _reader_name = "an ExperimentFile"
+
     def __init__(self, path: str | Path, *, probe_targets: np.ndarray, probe_sha: str,
                  n_classes: int, name: str = "", config_json: str = "{}",
                  mode: str = "create", durable: bool = False):
-        self.path = Path(path)
+        path = Path(path)
         if mode not in ("create", "resume", "overwrite"):
             raise ValueError(f"mode {mode!r}: choose create, resume or overwrite")
-        if self.path.exists() and mode == "create":
+        if path.exists() and mode == "create":
             raise OutputExistsError(
-                f"{self.path} exists; pass --resume to continue it or --overwrite to replace it")
-        if self.path.is_dir():
-            raise FormatError(f"{self.path} is a directory, not a trajviz file")
+                f"{path} exists; pass --resume to continue it or --overwrite to replace it")
+        if path.is_dir():
+            raise FormatError(f"{path} is a directory, not a trajviz file")
         targets = np.asarray(probe_targets, dtype=np.int64)
         self.n_probe = int(targets.shape[0])
         self.n_classes = int(n_classes)
-        self._pending: list[Callable[[], None]] = []
-        self._pending_bytes = 0
-        self._broken: BaseException | None = None
-        self._f: h5py.File | None = None
-        self._session = WriteSession(self.path, durable=durable)  # FileLockedError if taken
+        self._start_session(path, durable)  # FileLockedError if taken
         try:
             if mode == "resume":
                 self._session.recover()
             if mode == "resume" and self.path.exists() and self.path.stat().st_size > 0:
                 _check_readable(self.path)
-                self._session.open_main()
-                self._begin_waiting()
-                try:
-                    self._f = h5py.File(self._session, "r+", libver=LIBVER)
-                    self._check_compatible(probe_sha, targets, n_classes, config_json)
-                    self._f.flush()
-                    if self._session.failed():
-                        raise self._session.write_error
-                except BaseException as exc:
-                    self._fail(exc)
-                self._session.commit()
+                self._open_file(LIBVER, lambda: self._check_compatible(
+                    probe_sha, targets, n_classes, config_json))
             else:
-                self._create(targets, probe_sha, n_classes, name, config_json)
+                self._create_file(lambda f: _skeleton(f, targets, probe_sha, n_classes, name,
+                                                      config_json), LIBVER)
         except BaseException:
             self._session.close()
             raise
-
-    def _create(self, targets: np.ndarray, probe_sha: str, n_classes: int, name: str,
-                config_json: str) -> None:
-        """Write the file's skeleton under a temporary name and rename it into place, so an
-        existing file is replaced only by a complete new one."""
-        tmp = self.path.with_name(f".{self.path.name}.create-{os.getpid()}.tmp")
-        try:
-            with h5py.File(tmp, "w", libver=LIBVER) as f:
-                f.attrs["format"] = FORMAT
-                f.attrs["format_version"] = FORMAT_VERSION
-                f.attrs["probe_sha256"] = probe_sha
-                f.attrs["n_classes"] = int(n_classes)
-                f.attrs["name"] = name
-                f.attrs["config"] = config_json
-                f.create_group("probe").create_dataset("targets", data=targets)
-                f.create_group("runs")
-            os.replace(tmp, self.path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        self._session.open_main()
-        self._begin_waiting()
-        try:
-            self._f = h5py.File(self._session, "r+", libver=LIBVER)
-            self._f.flush()
-            if self._session.failed():
-                raise self._session.write_error
-        except BaseException as exc:
-            self._fail(exc)
-        self._session.commit()
 
     def _check_compatible(self, probe_sha: str, targets: np.ndarray, n_classes: int,
                           config_json: str) -> None:
@@ -292,80 +260,6 @@ class ExperimentWriter:
                               "use --overwrite or another output file")
         if new.get("seeds"):
             f.attrs["config"] = config_json  # more seeds may be added to an experiment
-
-    # --- transactions
-    def _begin_waiting(self) -> None:
-        """Begin a transaction, waiting for readers up to ``READER_WAIT_S``."""
-        if not self._session.begin(block=True, timeout=READER_WAIT_S):
-            raise FileLockedError(
-                f"{self.path} has been held open by readers for {READER_WAIT_S:g} s while "
-                "changes wait to be written; close them (an ExperimentFile open in this very "
-                "process counts too)")
-
-    def _submit(self, op: Callable[[], None], nbytes: int, block: bool = False) -> None:
-        """Queue a change and apply the queue in one transaction, unless readers hold the
-        file and neither ``block`` nor a full queue forces a wait."""
-        if self._broken is not None:
-            raise StoreWriteError(f"{self.path}: an earlier write failed; nothing more is "
-                                  "written (rerun with --resume)")
-        self._pending.append(op)
-        self._pending_bytes += nbytes
-        self._drain(block or self._pending_bytes > MAX_PENDING_BYTES)
-
-    def _drain(self, block: bool) -> None:
-        if not self._pending or self._broken is not None:
-            return
-        if not self._session.begin(block=False):
-            if not block:
-                log.debug("%s is being read; %d changes queued", self.path, len(self._pending))
-                return
-            log.info("waiting for readers of %s to finish", self.path)
-            self._begin_waiting()
-        try:
-            for op in self._pending:
-                op()
-            self._f.flush()
-            if self._session.failed():
-                raise self._session.write_error
-        except BaseException as exc:
-            self._fail(exc)
-        self._session.commit()
-        self._pending.clear()
-        self._pending_bytes = 0
-
-    def _fail(self, exc: BaseException) -> None:
-        """A change failed half-way: put the file back as the last transaction left it, make
-        this writer unusable, and raise (a TrajvizError for I/O failures)."""
-        self._broken = exc
-        self._pending.clear()
-        self._session.discard_writes()
-        try:
-            if self._f is not None and self._f.id.valid:
-                self._f.close()
-        except Exception:  # the HDF5 library's state is what failed; the journal decides
-            pass
-        try:
-            self._session.rollback()
-        except OSError as again:
-            log.warning("%s: rolling back failed too (%s); readers see the rolled-back state "
-                        "and the next writer (--resume) completes the rollback", self.path, again)
-        if isinstance(exc, TrajvizError):
-            raise exc
-        cause = self._session.write_error
-        if cause is not None:
-            reason = (f"{cause.strerror or cause} (errno {cause.errno})" if cause.errno else str(cause))
-            if cause.errno in (errno.ENOSPC, errno.EDQUOT):
-                reason += ": the disk is full"
-            elif cause.errno == errno.EFBIG:
-                reason += ": a file-size limit was reached"
-            raise StoreWriteError(
-                f"writing {self.path} failed: {reason}; the unfinished change was rolled back, "
-                "so the file holds every checkpoint written before it; free space and rerun "
-                "with --resume") from None
-        if isinstance(exc, (OSError, RuntimeError, ValueError, KeyError)):
-            raise StoreWriteError(f"writing {self.path} failed ({type(exc).__name__}: {exc}); "
-                                  "the unfinished change was rolled back") from exc
-        raise exc
 
     def completed_runs(self) -> set[str]:
         self._drain(block=True)
@@ -407,35 +301,6 @@ class ExperimentWriter:
 
         self._submit(op, 0, block=True)
         return RunWriter(self, run_id)
-
-    def flush(self) -> None:
-        """Write every queued change now (waiting for readers if need be)."""
-        self._drain(block=True)
-
-    def close(self) -> None:
-        """Write what is queued, close the file and end the writer session."""
-        if self._f is None:
-            self._session.close()
-            return
-        try:
-            if self._broken is None and self._f.id.valid:
-                self._drain(block=True)
-                self._begin_waiting()
-                try:
-                    self._f.close()
-                    if self._session.failed():
-                        raise self._session.write_error
-                except BaseException as exc:
-                    self._fail(exc)
-                self._session.commit()
-        finally:
-            if self._f.id.valid:  # closing failed half-way: drop what HDF5 still wants to write
-                self._session.discard_writes()
-                try:
-                    self._f.close()
-                except Exception:  # the file on disk is the last committed state
-                    pass
-            self._session.close()
 
     def __enter__(self) -> "ExperimentWriter":
         return self
