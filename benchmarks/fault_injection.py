@@ -6,6 +6,12 @@ twin) while it records, so the same comparison also shows that readers do not ha
 
     .venv/bin/python benchmarks/fault_injection.py --kills 24          # docs/reliability.md
     .venv/bin/python benchmarks/fault_injection.py --kills 3 --quick   # what CI runs
+    .venv/bin/python benchmarks/fault_injection.py --landscape --kills 12   # `trajviz landscape`
+
+With ``--landscape`` the process killed is ``trajviz landscape ... --resume`` on a recorded tiny
+experiment: after every kill the landscape file (read before any writer repairs it) must hold
+only rows equal to the uninterrupted scan's, never fewer than after the previous kill, and the
+final ``--resume`` must end with the same numbers, bit for bit.
 
 Processes are forked from one server that has imported torch once (importing it takes seconds
 on a loaded machine); every ``record`` is a real process, killed with a real SIGKILL. Kills are
@@ -205,6 +211,71 @@ def prefix_problems(path: Path, reference: Path) -> list[str]:
     return problems
 
 
+def landscape_content(path: Path) -> dict[str, object]:
+    """Everything a landscape file holds, by HDF5 key (``key@attr`` for attributes), read
+    through :class:`trajviz.store.LandscapeFile` (so a hot journal is rolled back in memory)."""
+    import h5py
+
+    from trajviz.store import LandscapeFile
+
+    out: dict[str, object] = {}
+
+    def attrs(key: str, node) -> None:
+        for name, value in node.attrs.items():
+            out[f"{key}@{name}"] = value.decode() if isinstance(value, bytes) else value
+
+    with LandscapeFile(path) as f:
+        attrs("/", f._f)  # the public reader has no walk; the file object is its h5py.File
+
+        def visit(key: str, node) -> None:
+            attrs(key, node)
+            if isinstance(node, h5py.Dataset):
+                out[key] = node[()]
+
+        f._f.visititems(visit)
+    return out
+
+
+def landscape_differences(path: Path, reference: Path) -> list[str]:
+    """Keys (datasets and attributes) whose content differs between two landscape files."""
+    a, b = landscape_content(path), landscape_content(reference)
+    diffs = sorted(set(a) ^ set(b))
+    diffs += [k for k in sorted(set(a) & set(b)) if not _same(a[k], b[k])]
+    return diffs
+
+
+def landscape_prefix_problems(path: Path, reference: Path) -> list[str]:
+    """After a kill: every row ``path`` marks done equals the reference's row bit for bit, every
+    row not done is NaN, and every other dataset and attribute it holds equals the reference's
+    (a run's ``status`` may still be ``running``)."""
+    a, b = landscape_content(path), landscape_content(reference)
+    problems = []
+    tables = {k[:-len("/done")] for k in a if k.endswith("/done")}
+    for key, value in a.items():
+        if key not in b:
+            problems.append(f"{key}: not in the uninterrupted scan")
+            continue
+        table = key.rsplit("/", 1)[0] if "@" not in key else None
+        if table in tables and key.endswith("/done"):
+            if not set(np.unique(value)) <= {0, 1}:
+                problems.append(f"{key}: flags other than 0 and 1")
+        elif table in tables:
+            done = np.asarray(a[f"{table}/done"], dtype=bool)
+            if not _same(value[done], b[key][done]):
+                problems.append(f"{key}: a finished row differs")
+            if not np.isnan(value[~done]).all():
+                problems.append(f"{key}: a row not marked done has values")
+        elif key.endswith("@status") and value == "running":
+            continue
+        elif not _same(value, b[key]):
+            problems.append(f"{key}: differs")
+    return problems
+
+
+def landscape_rows_done(path: Path) -> int:
+    return sum(int(np.sum(v)) for k, v in landscape_content(path).items() if k.endswith("/done"))
+
+
 # --------------------------------------------------------------------------- the experiment
 
 
@@ -384,6 +455,144 @@ def inject(n_kills: int, workdir: Path, *, seed: int = 0, epochs: int = 3, n_tra
     return report
 
 
+#: the scan the landscape kills interrupt: 4 runs x (3 sgd + 3 gaussian rows), Hessian measures
+LANDSCAPE_ARGS = ["--directions", "sgd", "gaussian", "--n-directions", "3", "--points", "7",
+                  "--span", "1.5", "--hessian-iters", "4", "--hutchinson-probes", "2",
+                  "--bootstrap", "10", "-q"]
+
+
+@dataclass
+class LandscapeReport:
+    kills_tried: int = 0
+    kills_survived: int = 0
+    inside_write: int = 0
+    rows_seen: list[int] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    identical: bool = False
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        return (f"landscape kills survived {self.kills_survived}/{self.kills_tried} "
+                f"({self.inside_write} inside an HDF5 write); finished rows after each kill "
+                f"{self.rows_seen}; final file identical to the uninterrupted scan: "
+                f"{self.identical}; {self.seconds:.0f} s")
+
+
+def inject_landscape(n_kills: int, workdir: Path, *, seed: int = 0, epochs: int = 2,
+                     n_train: int = 80, delay: float = 0.003, in_write_fraction: float = 1.0,
+                     log=print, server: ForkServer | None = None) -> LandscapeReport:
+    """Record a tiny experiment, scan it once uninterrupted, then scan it again (``--resume``)
+    under ``n_kills`` SIGKILLs, checking the landscape file after each (before anything repairs
+    it: readers see the last complete state); compare the final file with the first scan."""
+    import select
+
+    from trajviz.lock import _TXN, OWNER_LEN, journal_path, read_hot_journal
+
+    rng = random.Random(seed)
+    report = LandscapeReport()
+    t_start = time.monotonic()
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg, exp = workdir / "fault.toml", workdir / "experiment.h5"
+    cfg.write_text(TINY_TOML.format(epochs=epochs, n_train=n_train))
+    own_server = server is None
+    server = server or ForkServer()
+    try:
+        ref, out = workdir / "reference.landscape.h5", workdir / "killed.landscape.h5"
+        for p in (exp, ref, out, journal_path(ref), journal_path(out)):
+            p.unlink(missing_ok=True)
+        if server.run(["record", str(cfg), "-o", str(exp), "-q"], cwd=workdir,
+                      log=workdir / "record.log") != 0:
+            raise RuntimeError("recording failed: " + (workdir / "record.log").read_text()[-2000:])
+        t0 = time.monotonic()
+        if server.run(["landscape", str(exp), "-o", str(ref), *LANDSCAPE_ARGS], cwd=workdir,
+                      log=workdir / "reference.log") != 0:
+            raise RuntimeError("reference scan failed: "
+                               + (workdir / "reference.log").read_text()[-2000:])
+        duration = time.monotonic() - t0
+        log(f"reference scan: {duration:.1f} s")
+        jpath = journal_path(out)
+        env = {"TRAJVIZ_DEBUG_WRITE_DELAY": str(delay)}
+        misses = 0
+        while report.kills_tried < n_kills:
+            mode = "in-write" if rng.random() < in_write_fraction else "random"
+            pid = server.start(["landscape", str(exp), "-o", str(out), "--resume", *LANDSCAPE_ARGS],
+                               cwd=workdir, log=workdir / f"kill{report.kills_tried}.log",
+                               env=env if mode == "in-write" else {})
+            t0 = time.monotonic()
+            if mode == "random":
+                time.sleep(rng.uniform(0.1, 0.8 * duration))
+            else:  # the target-th transaction that overwrites existing pages
+                target, seen_txn, was_open = rng.randint(1, 12), 0, False
+                while (time.monotonic() - t0 < 30
+                       and not select.select([server.proc.stdout], [], [], 0)[0]):  # not ended
+                    try:
+                        is_open = jpath.stat().st_size > OWNER_LEN + _TXN.size
+                    except FileNotFoundError:
+                        is_open = False
+                    if is_open and not was_open:
+                        seen_txn += 1
+                        if seen_txn >= target:
+                            break
+                    was_open = is_open
+                    time.sleep(0.0005)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            rc = server.wait(pid=pid)
+            if rc == 0:
+                misses += 1
+                if misses > n_kills + 3:  # e.g. a writer that never opens a journal transaction
+                    report.failures.append(f"the scan finished before the kill {misses} times; "
+                                           "no journal transaction seen?")
+                    break
+                log(f"  scan finished before the kill ({mode}); starting over")
+                out.unlink()
+                report.rows_seen.clear()
+                continue
+            report.kills_tried += 1
+            if rc != -signal.SIGKILL:
+                report.failures.append(f"kill {report.kills_tried}: exit {rc}, not SIGKILL: "
+                                       + (workdir / f"kill{report.kills_tried - 1}.log").read_text()[-500:])
+                continue
+            hot = out.exists() and read_hot_journal(out) is not None
+            report.inside_write += hot
+            problems: list[str] = []
+            if out.exists():
+                try:
+                    problems = landscape_prefix_problems(out, ref)
+                    rows = landscape_rows_done(out)
+                    if report.rows_seen and rows < report.rows_seen[-1]:
+                        problems.append(f"{rows} finished rows, {report.rows_seen[-1]} before")
+                    report.rows_seen.append(rows)
+                except Exception as exc:  # noqa: BLE001 - any failure is a finding
+                    problems = [f"{type(exc).__name__}: {exc}"]
+            if problems:
+                report.failures.append(f"kill {report.kills_tried} ({mode}): {problems}")
+            else:
+                report.kills_survived += 1
+            log(f"kill {report.kills_tried:>2} ({mode:<8}) after {time.monotonic() - t0:5.2f} s: "
+                f"{'inside a write' if hot else 'between writes' if out.exists() else 'no file yet'}"
+                f", {report.rows_seen[-1:]} rows; {'ok' if not problems else problems}")
+        rc = server.run(["landscape", str(exp), "-o", str(out), "--resume", *LANDSCAPE_ARGS],
+                        cwd=workdir, log=workdir / "final.log")
+        if rc != 0:
+            report.failures.append(f"final resume failed (rc {rc}): "
+                                   + (workdir / "final.log").read_text()[-1000:])
+        else:
+            diffs = landscape_differences(out, ref)
+            report.identical = not diffs
+            if diffs:
+                report.failures.append(f"final file differs from the reference at {diffs[:10]}")
+            if jpath.exists():
+                report.failures.append(f"{jpath} left behind after the final resume")
+    finally:
+        if own_server:
+            server.close()
+    report.seconds = time.monotonic() - t_start
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kills", type=int, default=24, help="SIGKILLs to deliver (default 24)")
@@ -392,11 +601,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--delay", type=float, default=0.002,
                    help="seconds each HDF5 write sleeps (TRAJVIZ_DEBUG_WRITE_DELAY; default 0.002)")
     p.add_argument("--quick", action="store_true", help="a smaller config (as in CI)")
+    p.add_argument("--landscape", action="store_true",
+                   help="kill `trajviz landscape --resume` instead of `trajviz record`")
     p.add_argument("-o", "--output", type=Path, default=None,
                    help="working folder (default: a temporary one)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.output or Path(tmp)
+        if args.landscape:
+            lreport = inject_landscape(args.kills, work, seed=args.seed,
+                                       delay=max(args.delay, 0.003), in_write_fraction=0.75)
+            print(lreport.summary())
+            for failure in lreport.failures:
+                print("FAILURE:", failure)
+            return 0 if not lreport.failures and lreport.identical else 1
         report = inject(args.kills, work, seed=args.seed, epochs=2 if args.quick else args.epochs,
                         n_train=80 if args.quick else 120, delay=args.delay)
     print(report.summary())

@@ -21,7 +21,7 @@ import pytest
 
 from trajviz.errors import FileLockedError, StoreWriteError
 from trajviz.lock import OWNER_LEN, WriteSession, journal_path, read_hot_journal
-from trajviz.store import ExperimentFile, ExperimentWriter
+from trajviz.store import ExperimentFile, ExperimentWriter, LandscapeFile, LandscapeWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("fault_injection", ROOT / "benchmarks" / "fault_injection.py")
@@ -265,6 +265,178 @@ def test_readers_see_committed_state_and_writers_queue_meanwhile(tmp_path):
         assert f.steps("a").tolist() == [0, 1, 2, 3]
         assert f.run_info("a").status == "complete"
     w.close()
+
+
+# --------------------------------------------------------------------------- landscape files
+
+
+def landscape_scenario(path: Path, mode: str = "create", on_row=None) -> None:
+    """A small deterministic landscape file as `trajviz landscape` writes one: two runs, each
+    with attributes, a directions array, a 4-row table and Hessian attributes; a resume keeps
+    finished rows and writes the rest. ``on_row(table, i)`` is called after each row is written."""
+    with LandscapeWriter(path, config_json='{"points": 5}', source="src.h5", mode=mode) as w:
+        if not w.has("alphas"):
+            w.write_array("alphas", np.linspace(-1.0, 1.0, 5))
+            w.set_attrs("/", probe_sha256="p")
+        for i, rid in enumerate(("a", "b")):
+            rng = np.random.default_rng(i)
+            directions = rng.normal(size=(4, 300)).astype(np.float32)
+            values = rng.random((2, 4, 5))
+            key = f"runs/{rid}"
+            if w.get_attrs(key).get("status") == "complete":
+                continue
+            if not w.has(key):
+                w.set_attrs(key, seed=i, status="running")
+            if not w.has(f"{key}/directions/sgd"):
+                w.write_array(f"{key}/directions/sgd", directions, kind="sgd")
+            table = f"{key}/scan1d/sgd"
+            w.require_rows(table, 4, (5,), ("nll", "error"))
+            done = w.done_rows(table)
+            for t in range(4):
+                if not done[t]:
+                    w.write_row(table, t, nll=values[0, t], error=values[1, t])
+                    if on_row is not None:
+                        on_row(table, t)
+            w.set_attrs(f"{key}/hessian", top_eigenvalue=float(i), trace=2.0 * i)
+            w.set_attrs(key, status="complete")
+
+
+@pytest.fixture(scope="module")
+def expected_landscape(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("ref") / "ref.landscape.h5"
+    landscape_scenario(path)
+    return path
+
+
+def _crash_landscape_child(path: Path, k: int, how: str, rows_log: Path) -> int:
+    """As _crash_child, for the landscape scenario; every row whose write_row returned (so
+    whose transaction committed) is appended to ``rows_log`` first."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            calls = [0]
+            orig = WriteSession.write
+            fd = os.open(rows_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+            def crashing(self, data):
+                calls[0] += 1
+                if calls[0] == k:
+                    data = bytes(data)
+                    if how == "half":
+                        self._save_pages(self._pos, self._pos + len(data))
+                        os.pwrite(self._fd, data[:len(data) // 2], self._pos)
+                    else:
+                        orig(self, data)
+                    os._exit(77)
+                return orig(self, data)
+
+            WriteSession.write = crashing
+            landscape_scenario(path, mode="resume",
+                               on_row=lambda table, t: os.write(fd, f"{table} {t}\n".encode()))
+            os._exit(0)
+        except BaseException:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    return os.WEXITSTATUS(status)
+
+
+def test_a_crash_at_any_hdf5_write_of_a_landscape_file_keeps_every_finished_row(
+        tmp_path, expected_landscape, monkeypatch):
+    """LandscapeWriter writes through the journal: a process dying at any HDF5 write leaves a
+    file that LandscapeFile reads (before any repair) with every row written so far, nothing
+    else, and whose resume ends equal to an uninterrupted run."""
+    calls = [0]
+    orig = WriteSession.write
+
+    def counting(self, data):
+        calls[0] += 1
+        return orig(self, data)
+
+    monkeypatch.setattr(WriteSession, "write", counting)
+    landscape_scenario(tmp_path / "count.h5")
+    monkeypatch.setattr(WriteSession, "write", orig)
+    assert calls[0] > 20  # also fails if the writer bypasses WriteSession
+    ks = sorted(set(np.linspace(1, calls[0], 12).astype(int)))
+    hot = 0
+    for i, k in enumerate(ks):
+        how = ("half", "after")[i % 2]
+        path, rows_log = tmp_path / f"crash{k}.h5", tmp_path / f"crash{k}.rows"
+        assert _crash_landscape_child(path, k, how, rows_log) == 77, f"no write {k}"
+        hot += read_hot_journal(path) is not None
+        assert not fi.landscape_prefix_problems(path, expected_landscape), (k, how)
+        finished = rows_log.read_text().split("\n")[:-1] if rows_log.exists() else []
+        with LandscapeFile(path) as f:
+            for line in finished:
+                table, t = line.split()
+                assert f.array(f"{table}/done")[int(t)] == 1, (k, how, line)
+            n_done = sum(int(f.array(f"runs/{r}/scan1d/sgd/done").sum())
+                         for r in f.keys("runs") if f.has(f"runs/{r}/scan1d/sgd/done"))
+        assert n_done == len(finished), (k, how)  # and no row is marked done half-written
+        landscape_scenario(path, mode="resume")
+        assert fi.landscape_differences(path, expected_landscape) == [], (k, how)
+        assert not journal_path(path).exists()
+    assert hot >= len(ks) // 2  # most crashes did land inside a transaction
+
+
+def test_sigkill_of_trajviz_landscape_keeps_finished_rows_and_resume_gives_the_same_numbers(
+        tmp_path, server):
+    """The CI version of `benchmarks/fault_injection.py --landscape`: `trajviz landscape
+    --resume` SIGKILLed inside HDF5 writes (a hot journal each time), the file read after each
+    kill, then resumed to the end; compared with an uninterrupted scan, bit for bit."""
+    report = fi.inject_landscape(3, tmp_path, seed=1, log=lambda *a: None, server=server)
+    assert report.failures == []
+    assert report.kills_tried == report.kills_survived == 3
+    assert report.inside_write >= 2
+    assert report.rows_seen and report.rows_seen[-1] >= 1
+    assert report.identical
+
+
+def test_a_landscape_reader_sees_finished_rows_while_the_writer_queues(tmp_path):
+    path = tmp_path / "l.h5"
+    w = LandscapeWriter(path, config_json="{}")
+    w.require_rows("t", 3, (2,), ("nll",))
+    w.write_row("t", 0, nll=np.array([1.0, 2.0]))
+    reader = LandscapeFile(path)
+    t0 = time.monotonic()
+    w.write_row("t", 1, nll=np.array([3.0, 4.0]))  # queued: the reader holds the file
+    w.set_attrs("/", status="x")
+    assert time.monotonic() - t0 < 1.0
+    assert reader.array("t/done").tolist() == [1, 0, 0]
+    reader.close()
+    w.write_row("t", 2, nll=np.array([5.0, 6.0]))
+    w.close()
+    with LandscapeFile(path) as f:
+        assert f.array("t/done").tolist() == [1, 1, 1]
+        assert f.array("t/nll").tolist() == [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+        assert f.attrs("/")["status"] == "x"
+    with pytest.raises(FileLockedError, match="being written"):
+        with LandscapeWriter(path, config_json="{}", mode="resume"):
+            LandscapeWriter(path, config_json="{}", mode="resume")
+
+
+@pytest.mark.parametrize("kind", ["experiment", "landscape"])
+def test_replacing_a_crashed_file_uses_up_its_journal_first(tmp_path, kind, monkeypatch):
+    """--overwrite of a file whose writer was killed mid-change: if this writer dies right after
+    putting the new file in place, the old journal must not be applied to the new file."""
+    path = tmp_path / "f.h5"
+    child = _crash_child if kind == "experiment" else (
+        lambda p, k, how: _crash_landscape_child(p, k, how, tmp_path / "rows"))
+    assert child(path, 30, "half") == 77
+    assert read_hot_journal(path) is not None
+
+    def dies(self):
+        raise KeyboardInterrupt  # as if killed between the rename and opening the new file
+
+    monkeypatch.setattr(WriteSession, "open_main", dies)
+    with pytest.raises(KeyboardInterrupt):
+        if kind == "experiment":
+            _writer(path, "overwrite")
+        else:
+            LandscapeWriter(path, config_json="{}", mode="overwrite")
+    assert read_hot_journal(path) is None
+    reader = ExperimentFile if kind == "experiment" else LandscapeFile
+    with reader(path):
+        pass
 
 
 # --------------------------------------------------------------------------- diverging

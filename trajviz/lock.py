@@ -315,8 +315,13 @@ class WriteSession:
         raise FileLockedError(f"could not lock {self.journal}: it keeps being replaced")
 
     def recover(self) -> bool:
-        """Roll back a transaction an earlier writer left unfinished. Returns True if it did."""
-        if not self.path.exists():
+        """Roll back a transaction an earlier writer left unfinished. Returns True if it did.
+
+        Without the file, a journal left behind protects nothing and is emptied (a new file
+        created in its place must not be "rolled back" with another file's pages). Waits for
+        readers (they hold the file) only when there is something to roll back."""
+        if not self.path.exists() or os.fstat(self._jfd).st_size < OWNER_LEN + _TXN.size:
+            os.ftruncate(self._jfd, 0)
             return False
         fd = os.open(self.path, os.O_RDWR)
         try:

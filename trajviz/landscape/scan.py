@@ -180,10 +180,13 @@ def scan_file(path: str | Path, output: str | Path, *, settings: ScanSettings = 
 
     writer = LandscapeWriter(output, config_json=settings.to_json(), source=str(path), mode=mode)
     try:
+        # each write is its own transaction, so each is checked on its own: a scan killed
+        # between two of them resumes with the rest
         if not writer.has("alphas"):
             writer.write_array("alphas", alphas)
-            if idx is not None:
-                writer.write_array("examples", idx)
+        if idx is not None and not writer.has("examples"):
+            writer.write_array("examples", idx)
+        if "probe_sha256" not in writer.get_attrs("/"):
             writer.set_attrs("/", experiment_config=json.dumps(exp_cfg.to_dict(), sort_keys=True),
                              probe_sha256=source_sha)
         n_grid = settings.points if settings.grid else 0

@@ -63,11 +63,16 @@ class JournaledWriter:
     def _create_file(self, skeleton: Callable[[h5py.File], None],
                      libver: tuple[str, str] | None) -> None:
         """Write the file's skeleton under a temporary name and rename it into place, so an
-        existing file is replaced only by a complete new one; then open it for writing."""
+        existing file is replaced only by a complete new one; then open it for writing.
+
+        A journal an earlier writer left (killed mid-change) belongs to the file being replaced:
+        it is used up first (the old file rolled back), so it can never be applied to the new
+        one, by a reader or by the next writer, if this process dies right after the rename."""
         tmp = self.path.with_name(f".{self.path.name}.create-{os.getpid()}.tmp")
         try:
             with h5py.File(tmp, "w", libver=libver) as f:
                 skeleton(f)
+            self._session.recover()
             os.replace(tmp, self.path)
         finally:
             tmp.unlink(missing_ok=True)

@@ -62,12 +62,14 @@ def _guarded(method: Callable) -> Callable:
     return wrapper
 
 
-def open_for_reading(path: str | Path, lock_timeout: float = 60.0) -> tuple[h5py.File, ReadLock | None]:
+def open_for_reading(path: str | Path, lock_timeout: float = 60.0, *,
+                     repair: str = "trajviz record --resume") -> tuple[h5py.File, ReadLock | None]:
     """Open an HDF5 file for reading while a trajviz writer may be writing it.
 
     Takes a shared lock (waiting up to ``lock_timeout`` s for the writer's current transaction);
     if the last writer died mid-transaction, the file is read as the rollback will leave it,
-    without changing it. Release the returned lock after closing the file.
+    without changing it (the warning names ``repair``, the command that rolls it back on disk).
+    Release the returned lock after closing the file.
     """
     path = Path(path)
     _check_readable(path)
@@ -79,7 +81,7 @@ def open_for_reading(path: str | Path, lock_timeout: float = 60.0) -> tuple[h5py
         hot = read_hot_journal(path)
         if hot is not None:
             log.warning("%s: its writer died in the middle of a change; reading the last "
-                        "complete state (`trajviz record --resume` repairs the file)", path)
+                        "complete state (`%s` repairs the file)", path, repair)
             view = RolledBackView(path, hot)
             f = h5py.File(view, "r")
         else:
