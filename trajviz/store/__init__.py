@@ -2,11 +2,13 @@
 documented in docs/format.md; bump ``FORMAT_VERSION`` on any breaking change.
 
 Write side: :class:`ExperimentWriter` (one per file) hands out :class:`RunWriter` objects that
-append checkpoints. Every change (an append, a run start, an attribute) is one transaction of a
-rollback journal (:mod:`trajviz.lock`), so a process killed at any moment, even inside an HDF5
-write, leaves the file as the last complete change left it (docs/reliability.md). Read side:
-:class:`ExperimentFile`, which may read while a writer writes, validates what it reads, and
-turns any read failure into a :class:`~trajviz.errors.FormatError` naming the HDF5 key.
+append checkpoints; :class:`LandscapeWriter` writes landscape scans row by row. Every change (an
+append, a run start, a row, an attribute) is one transaction of a rollback journal
+(:mod:`trajviz.lock`), so a process killed at any moment, even inside an HDF5 write, leaves the
+file as the last complete change left it (docs/reliability.md). Read side:
+:class:`ExperimentFile` (and :class:`LandscapeFile`), which may read while a writer writes;
+:class:`ExperimentFile` validates what it reads, and turns any read failure into a
+:class:`~trajviz.errors.FormatError` naming the HDF5 key.
 
 Submodules, one per concern (everything is re-exported here; import from ``trajviz.store``):
 
