@@ -414,6 +414,41 @@ def test_a_landscape_reader_sees_finished_rows_while_the_writer_queues(tmp_path)
             LandscapeWriter(path, config_json="{}", mode="resume")
 
 
+def _damage_landscape(src: Path, dst: Path, how: str) -> Path:
+    import shutil
+
+    import h5py
+
+    if how == "truncated":
+        dst.write_bytes(src.read_bytes()[:src.stat().st_size // 2])
+        return dst
+    shutil.copy(src, dst)
+    with h5py.File(dst, "r+") as f:
+        if how == "runs a dataset":
+            del f["runs"]
+            f["runs"] = [1, 2]
+        elif how == "alphas strings":
+            del f["alphas"]
+            f["alphas"] = np.array([b"a", b"b"])
+        elif how == "config a list":
+            f.attrs["config"] = "[1, 2]"
+        elif how == "version 99":
+            f.attrs["format_version"] = 99
+    return dst
+
+
+@pytest.mark.parametrize("how", ["truncated", "runs a dataset", "alphas strings", "config a list",
+                                 "version 99"])
+def test_a_damaged_landscape_file_is_refused_in_one_line(tmp_path, expected_landscape, how):
+    from trajviz.errors import FormatError
+    from trajviz.landscape import load_result
+
+    path = _damage_landscape(expected_landscape, tmp_path / "bad.h5", how)
+    with pytest.raises(FormatError) as err:
+        load_result(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("kind", ["experiment", "landscape"])
 def test_replacing_a_crashed_file_uses_up_its_journal_first(tmp_path, kind, monkeypatch):
     """--overwrite of a file whose writer was killed mid-change: if this writer dies right after

@@ -13,7 +13,7 @@ import numpy as np
 from trajviz.errors import FormatError, OutputExistsError
 from trajviz.store.experiment import _check_readable, _first_difference, _natural_key, _str_attr
 from trajviz.store.journaled import JournaledWriter
-from trajviz.store.reader import open_for_reading
+from trajviz.store.reader import _guarded, open_for_reading
 
 LANDSCAPE_FORMAT = "trajviz-landscape"
 LANDSCAPE_FORMAT_VERSION = 1
@@ -177,6 +177,7 @@ class LandscapeFile:
 
     def __init__(self, path: str | Path, *, lock_timeout: float = 60.0):
         self.path = Path(path)
+        self._key = "/"
         self._lock = None
         self._f, self._lock = open_for_reading(self.path, lock_timeout,
                                                repair="trajviz landscape --resume")
@@ -186,46 +187,71 @@ class LandscapeFile:
             self.close()
             raise
 
+    # every read below turns an error of the HDF5 library, h5py or numpy into a FormatError
+    # naming the file and the key (a damaged file: docs/reliability.md, "Hostile files")
+    @_guarded
     def _check_format(self) -> None:
+        self._key = "/ (attribute 'format')"
         fmt = _str_attr(self._f.attrs.get("format", ""))
         version = self._f.attrs.get("format_version")
         if fmt != LANDSCAPE_FORMAT:
             raise FormatError(f"{self.path} is not a trajviz landscape file (root attribute "
-                              f"'format' is {fmt!r}, expected {LANDSCAPE_FORMAT!r})")
+                              f"'format' is {fmt[:40]!r}, expected {LANDSCAPE_FORMAT!r})")
         if (not isinstance(version, (int, np.integer))
                 or not 1 <= int(version) <= LANDSCAPE_FORMAT_VERSION):
             raise FormatError(f"{self.path}: landscape format_version {version!r} is not supported "
                               f"(this trajviz reads 1..{LANDSCAPE_FORMAT_VERSION}); upgrade trajviz")
 
     @property
+    @_guarded
     def config(self) -> dict[str, Any]:
+        self._key = "/ (attribute 'config')"
         try:
-            return json.loads(_str_attr(self._f.attrs.get("config", "{}")))
+            cfg = json.loads(_str_attr(self._f.attrs.get("config", "{}")))
         except json.JSONDecodeError:
             raise FormatError(f"{self.path}: root attribute 'config' is not valid JSON") from None
+        if not isinstance(cfg, dict):
+            raise FormatError(f"{self.path}: root attribute 'config' is not a JSON object")
+        return cfg
 
     @property
+    @_guarded
     def source(self) -> str:
+        self._key = "/ (attribute 'source')"
         return _str_attr(self._f.attrs.get("source", ""))
 
+    @_guarded
     def has(self, key: str) -> bool:
+        self._key = key
         return key in self._f
 
+    @_guarded
     def keys(self, key: str = "/") -> list[str]:
+        """Names of the members of group ``key`` (none if it is absent)."""
+        self._key = key
         if key not in self._f:
             return []
+        if not isinstance(self._f[key], h5py.Group):
+            raise FormatError(f"{self.path}: '{key}' is a dataset, expected a group")
         return sorted(self._f[key].keys(), key=_natural_key)
 
+    @_guarded
     def attrs(self, key: str = "/") -> dict[str, Any]:
+        self._key = f"{key} (attributes)"
         if key not in self._f:
             raise FormatError(f"{self.path}: missing HDF5 key '{key}'")
         return {k: (_str_attr(v) if isinstance(v, (bytes, str)) else v)
                 for k, v in self._f[key].attrs.items()}
 
+    @_guarded
     def array(self, key: str) -> np.ndarray:
+        self._key = key
         if key not in self._f or not isinstance(self._f[key], h5py.Dataset):
             raise FormatError(f"{self.path}: missing HDF5 dataset '{key}'")
-        return np.asarray(self._f[key][()])
+        ds = self._f[key]
+        if ds.dtype.kind not in "biuf":
+            raise FormatError(f"{self.path}: dataset '{key}' holds {ds.dtype}, expected numbers")
+        return np.asarray(ds[()])
 
     def close(self) -> None:
         f = getattr(self, "_f", None)
