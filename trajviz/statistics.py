@@ -1,17 +1,21 @@
 """Bootstrap intervals, the verdict rule, and the statistics that test the findings of Erhan et
-al. (2009, 2010): plain numpy functions on *cells*, arrays whose first axis indexes runs.
+al. (2009, 2010): numpy functions on *cells*, arrays whose first axis indexes runs.
 
 :mod:`trajviz.findings` applies them to stored results; docs/findings.md states the rule.
 Statistic builders return a function ``cells -> float`` so :func:`bootstrap` can resample the
-cells and recompute it.
+cells and recompute it; the resampling and the BCa interval are :func:`scipy.stats.bootstrap`'s.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping, Sequence
+import warnings
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+from scipy import stats as scipy_stats
+from scipy.stats import DegenerateDataWarning
 
 from trajviz.errors import ConfigError
 
@@ -26,30 +30,169 @@ Cells = Mapping[str, np.ndarray]
 # --------------------------------------------------------------------------- bootstrap + rule
 
 
-def bootstrap(statistic: Callable[[Cells], float], cells: Cells, *, n_boot: int = 2000,
-              seed: int = 0, level: float = 0.95) -> tuple[float, float, float, float]:
-    """Point value and percentile-bootstrap interval of ``statistic(cells)``.
+#: interval methods of :func:`bootstrap_interval`, as :func:`scipy.stats.bootstrap` names them
+INTERVAL_METHODS = ("BCa", "percentile")
+
+
+@dataclass(frozen=True)
+class BootstrapInterval:
+    """What :func:`bootstrap_interval` found: the point value, the interval and how it was made.
+
+    ``method``: ``"BCa"`` or ``"percentile"`` (asked for, or the fallback when BCa is undefined),
+    ``""`` when there is no interval (lo = hi = NaN). ``nan_fraction``: the fraction of resamples
+    on which the statistic was undefined (NaN when none were drawn). ``point_quantile``: the share
+    of the defined resamples below the point value, ties counted half (0.5 for a statistic that is
+    unbiased under resampling; BCa's bias correction is computed from it). ``reason``: why there is
+    no interval, why it is not BCa, or a warning about it; ``""`` when there is nothing to say.
+    """
+
+    value: float
+    lo: float
+    hi: float
+    nan_fraction: float
+    method: str
+    point_quantile: float = math.nan
+    reason: str = ""
+
+    def as_tuple(self) -> tuple[float, float, float, float]:
+        return self.value, self.lo, self.hi, self.nan_fraction
+
+
+def bootstrap_interval(statistic: Callable[[Cells], float], cells: Cells, *, n_boot: int = 2000,
+                       seed: int = 0, level: float = 0.95,
+                       method: str = "BCa") -> BootstrapInterval:
+    """Point value and bootstrap interval (BCa by default) of ``statistic(cells)``, by
+    :func:`scipy.stats.bootstrap`.
 
     ``cells`` maps a cell name to an array whose first axis indexes runs (seeds); every cell is
-    resampled independently with replacement. Returns ``(value, lo, hi, nan_fraction)``; lo and
-    hi are NaN when more than :data:`MAX_NAN_FRACTION` of the replicates are undefined.
+    resampled independently with replacement (scipy's multi-sample bootstrap, ``paired=False``),
+    ``n_boot`` times, from ``numpy.random.default_rng(seed)``: the same seed gives the same
+    numbers. scipy resamples 1-D samples, so the samples it is given are each cell's run indices,
+    in the order of ``cells``, and the statistic receives the cells by name with the resampled
+    runs: cells of any shape work, e.g. (runs, T, D) trajectories.
+
+    ``method="BCa"``: the bias-corrected and accelerated interval (Efron & Tibshirani 1993,
+    ch. 14; acceleration from a jackknife over each cell's runs). It corrects for a statistic whose
+    resampled values are biased or skewed, such as a spread, which shrinks when a resample repeats
+    a run; for a linear statistic it agrees with the percentile interval. Note that, like the
+    percentile interval, it contains the point value only when the point value lies within the
+    central ``level`` share of the resampled values: when the resampling bias exceeds about 2
+    standard errors, BCa centres the interval on the bias-corrected value, away from the point
+    value (``reason`` then says so; the remedy is a less biased statistic).
+
+    Deliberate departures from a bare ``scipy.stats.bootstrap`` call, which returns NaN as soon as
+    one resampled value is NaN and raises on a sample of one:
+
+    - resamples on which the statistic is undefined (NaN or inf) are dropped, and the interval is
+      taken from the others; if they are more than :data:`MAX_NAN_FRACTION` of all, there is no
+      interval (lo = hi = NaN);
+    - where BCa is undefined (every resample gives the same value, e.g. cells of identical runs;
+      the statistic is undefined on a jackknife sample, e.g. the SD of a cell of two runs; the
+      point value lies outside every resampled value), the percentile interval of the same
+      resamples is returned, with ``method="percentile"`` and the reason;
+    - a cell with fewer than two runs cannot be resampled: no interval;
+    - an undefined point value: no interval.
     """
+    if method not in INTERVAL_METHODS:
+        raise ConfigError(f"bootstrap interval {method!r}: choose from "
+                          f"{', '.join(INTERVAL_METHODS)}")
+    if n_boot < 1:
+        raise ConfigError(f"bootstrap resamples = {n_boot}: must be >= 1 "
+                          "(1000+ for a 95% interval)")
+    if not 0 < level < 1:
+        raise ConfigError(f"confidence level {level}: must lie between 0 and 1")
     value = float(statistic(cells))
-    rng = np.random.default_rng(seed)
-    reps = np.empty(n_boot)
-    for b in range(n_boot):
-        sample = {}
-        for k, v in cells.items():
-            n = len(v)
-            sample[k] = v[rng.integers(0, n, n)] if n else v
-        reps[b] = statistic(sample)
+    names = list(cells)
+    sizes = [len(cells[k]) for k in names]
+
+    def none(reason: str, nan_fraction: float = math.nan) -> BootstrapInterval:
+        return BootstrapInterval(value, math.nan, math.nan, nan_fraction, "", reason=reason)
+
+    if not np.isfinite(value):
+        return none("the statistic is undefined on these data; no interval")
+    if not names or min(sizes) < 2:
+        small = [f"{k} ({n} run{'s' * (n != 1)})" for k, n in zip(names, sizes) if n < 2]
+        return none("a bootstrap needs at least two runs in every cell: "
+                    + (", ".join(small) or "there are no cells") + "; no interval")
+
+    def on_indices(*indices: np.ndarray, axis: int = -1) -> np.ndarray:
+        # scipy passes one index array per cell, runs on the last axis and the resamples (or
+        # jackknife samples) on the leading ones: evaluate the statistic once per resample
+        lead = np.broadcast_shapes(*(i.shape[:-1] for i in indices))
+        idx = [np.broadcast_to(i, lead + i.shape[-1:]) for i in indices]
+        out = np.empty(lead)
+        for pos in np.ndindex(lead):
+            out[pos] = statistic({k: cells[k][i[pos]] for k, i in zip(names, idx)})
+        return out
+
+    samples = [np.arange(n) for n in sizes]
+
+    def scipy_bootstrap(how: str, **kw: Any) -> Any:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            # scipy warns when an interval comes out NaN; each such case is handled below
+            warnings.simplefilter("ignore", DegenerateDataWarning)
+            return scipy_stats.bootstrap(samples, on_indices, vectorized=True, paired=False,
+                                         axis=-1, confidence_level=level, method=how, **kw)
+
+    # resample once (the percentile method spares the jackknife); the interval is then computed
+    # by scipy from the defined resamples only, reusing them (``bootstrap_result``)
+    res = scipy_bootstrap("percentile", n_resamples=n_boot, rng=np.random.default_rng(seed))
+    reps = np.asarray(res.bootstrap_distribution, dtype=float)
     finite = np.isfinite(reps)
-    nan_fraction = 1.0 - finite.mean()
-    if not np.isfinite(value) or nan_fraction > MAX_NAN_FRACTION:
-        return value, math.nan, math.nan, float(nan_fraction)
-    alpha = (1.0 - level) / 2
-    lo, hi = np.quantile(reps[finite], [alpha, 1 - alpha])
-    return value, float(lo), float(hi), float(nan_fraction)
+    nan_fraction = float(1.0 - finite.mean())
+    if nan_fraction > MAX_NAN_FRACTION:
+        return none(f"{nan_fraction:.0%} of bootstrap resamples left the statistic undefined; "
+                    "no interval", nan_fraction)
+    reps = reps[finite]
+    point_quantile = float((np.sum(reps < value) + 0.5 * np.sum(reps == value)) / len(reps))
+    kept = replace(res, bootstrap_distribution=reps)
+    for how in INTERVAL_METHODS[INTERVAL_METHODS.index(method):]:
+        ci = scipy_bootstrap(how, n_resamples=0, bootstrap_result=kept).confidence_interval
+        lo, hi = float(ci.low), float(ci.high)
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            continue
+        if how != method:
+            reason = _why_not_bca(value, reps, on_indices, samples)
+        elif not (1 - level) / 2 <= point_quantile <= (1 + level) / 2:
+            side = "below" if point_quantile < 0.5 else "above"
+            reason = (f"the point value lies {side} {max(point_quantile, 1 - point_quantile):.0%} "
+                      "of its resampled values: the statistic is biased under resampling by "
+                      f"more than its standard error, and the {how} interval excludes it")
+            if how == "BCa":
+                q_lo, q_hi = np.mean(reps < lo), np.mean(reps <= hi)
+                reason += (f"; BCa's bias correction puts its ends at the {q_lo:.1%} and "
+                           f"{q_hi:.1%} quantiles of the resamples, so its width is not reliable")
+        else:
+            reason = ""
+        return BootstrapInterval(value, lo, hi, nan_fraction, how, point_quantile, reason)
+    return BootstrapInterval(value, math.nan, math.nan, nan_fraction, "", point_quantile,
+                             "scipy gave no interval")  # pragma: no cover (percentile is defined)
+
+
+def _why_not_bca(value: float, reps: np.ndarray, on_indices: Callable[..., np.ndarray],
+                 samples: Sequence[np.ndarray]) -> str:
+    """Why BCa gave no interval, in words for the report."""
+    if np.ptp(reps) == 0:
+        why = "every resample gives the same value"
+    elif value < reps.min() or value > reps.max():
+        why = "the point value lies outside every resampled value"
+    elif any(not np.isfinite(on_indices(*[np.delete(s, k) if i == j else t
+                                          for i, t in enumerate(samples)]))
+             for j, s in enumerate(samples) for k in range(len(s))):
+        why = "the statistic is undefined when one run is left out of a cell"
+    else:  # pragma: no cover (the three above are the ways BCa's formula breaks down)
+        why = "scipy gave no BCa interval"
+    return f"BCa is undefined here ({why}): percentile interval"
+
+
+def bootstrap(statistic: Callable[[Cells], float], cells: Cells, *, n_boot: int = 2000,
+              seed: int = 0, level: float = 0.95,
+              method: str = "BCa") -> tuple[float, float, float, float]:
+    """``(value, lo, hi, nan_fraction)`` of :func:`bootstrap_interval` (BCa by default, by
+    scipy): lo and hi are NaN when there is no interval, e.g. when more than
+    :data:`MAX_NAN_FRACTION` of the resamples leave the statistic undefined."""
+    return bootstrap_interval(statistic, cells, n_boot=n_boot, seed=seed, level=level,
+                              method=method).as_tuple()
 
 
 def verdict(lo: float, hi: float, delta: float) -> str:
