@@ -169,6 +169,17 @@ def test_f1_planted_and_null():
     assert null.verdict == NOT_REPRODUCED
 
 
+def test_finding_records_how_its_interval_was_made():
+    planted = evaluate_finding("F1", {"depth": FakeDepthResults(_depth_errors(0.5, 0))}, n_boot=300)
+    assert planted.interval == "BCa" and planted.to_dict()["interval"] == "BCa"
+    assert not any(n.startswith("interval:") for n in planted.notes)
+    # identical runs: BCa is undefined, the percentile interval [v, v] is used and said so
+    flat = evaluate_finding("F1", {"depth": FakeDepthResults(_depth_errors(0.5, 0, noise=0.0))},
+                            n_boot=300)
+    assert flat.interval == "percentile" and flat.lo == flat.hi == pytest.approx(flat.value)
+    assert any(n.startswith("interval: BCa is undefined") for n in flat.notes)
+
+
 def test_missing_study_is_reported_not_raised():
     res = evaluate_finding("F7", {}, n_boot=100)
     assert res.verdict == INCONCLUSIVE and not res.available

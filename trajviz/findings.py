@@ -2,8 +2,10 @@
 95% confidence interval and a verdict computed from the data (docs/findings.md).
 
 Every statistic is defined so that the studies' claim predicts a *positive* value. Its interval
-is the percentile bootstrap over runs: each cell (the runs of one setting and pre-training
-method) is resampled with replacement, independently, ``n_boot`` times, from a seeded generator.
+is the BCa bootstrap over runs (:func:`~trajviz.statistics.bootstrap_interval`, by
+:func:`scipy.stats.bootstrap`): each cell (the runs of one setting and pre-training method) is
+resampled with replacement, independently, ``n_boot`` times, from a seeded generator; where BCa is
+undefined the percentile interval of the same resamples is used, and the finding's notes say so.
 The verdict rule (:func:`verdict`), with ``delta`` the smallest effect of interest declared per
 finding in the statistic's own unit:
 
@@ -13,7 +15,7 @@ finding in the statistic's own unit:
 - **inconclusive**: otherwise (the interval holds 0 and reaches delta), or the statistic cannot
   be computed from the data (for example a group with no finished run).
 
-Numpy only; the statistics and the rule live in :mod:`trajviz.statistics`, the stored results
+The statistics and the rule live in :mod:`trajviz.statistics`, the stored results
 arrive through :mod:`trajviz.reproduce.results`.
 """
 
@@ -28,7 +30,8 @@ import numpy as np
 
 from trajviz.errors import ConfigError
 from trajviz.statistics import (INCONCLUSIVE, MAX_NAN_FRACTION, NOT_REPRODUCED, REPRODUCED,  # noqa: F401
-                                VERDICTS, Cells, bootstrap, curves_on_grid, log_mean_ratio,
+                                VERDICTS, BootstrapInterval, Cells, bootstrap,
+                                bootstrap_interval, curves_on_grid, log_mean_ratio,
                                 log_sd_ratio, log_spread_ratio, mean_curve_gap, median_contrast,
                                 min_log_separation, same_cost_grid, separation_ratio, spread,
                                 verdict)
@@ -53,6 +56,7 @@ class FindingResult:
     verdict: str = INCONCLUSIVE
     reference: str = ""
     n_runs: int = 0
+    interval: str = ""  # how [lo, hi] was computed: "BCa", "percentile" (BCa undefined), "" (none)
     details: list[dict[str, Any]] = field(default_factory=list)  # rows of a small table
     notes: list[str] = field(default_factory=list)
     available: bool = True
@@ -84,16 +88,16 @@ class Finding:
 
 def _result(f: "Finding", cells: Cells, stat: Callable[[Cells], float], seed: int,
             n_boot: int) -> FindingResult:
-    value, lo, hi, nan_fraction = bootstrap(stat, cells, n_boot=n_boot, seed=seed)
+    ci = bootstrap_interval(stat, cells, n_boot=n_boot, seed=seed)
     res = FindingResult(id=f.id, claim=f.claim, statistic=f.statistic, unit=f.unit,
-                        delta=f.delta, value=value, lo=lo, hi=hi, verdict=verdict(lo, hi, f.delta),
-                        reference=f.reference, n_runs=int(sum(len(v) for v in cells.values())))
-    if not np.isfinite(value):
+                        delta=f.delta, value=ci.value, lo=ci.lo, hi=ci.hi,
+                        verdict=verdict(ci.lo, ci.hi, f.delta), reference=f.reference,
+                        n_runs=int(sum(len(v) for v in cells.values())), interval=ci.method)
+    if not np.isfinite(ci.value):
         res.notes.append("the statistic is undefined on these results (too few finished runs, "
                          "or no overlap to compare)")
-    elif not (np.isfinite(lo) and np.isfinite(hi)):
-        res.notes.append(f"{nan_fraction:.0%} of bootstrap resamples left the statistic undefined; "
-                         "no interval")
+    elif ci.reason:
+        res.notes.append(f"interval: {ci.reason}")
     return res
 
 

@@ -1,9 +1,9 @@
 """The reproduction report: ``report.md`` and ``report.html`` (figures inline), and
 ``findings.json``, from computed :class:`~trajviz.findings.FindingResult` objects.
 
-The findings table has, per finding: the statistic that tests it, its value with the bootstrap
-95% interval, the studies' value where they give one, and the verdict computed by the rule of
-docs/findings.md. Findings that do not reproduce are stated plainly at the top.
+The findings table has, per finding: the statistic that tests it, its value with the BCa
+bootstrap 95% interval, the studies' value where they give one, and the verdict computed by the
+rule of docs/findings.md. Findings that do not reproduce are stated plainly at the top.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from trajviz.findings import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, FindingRe
 
 VERDICT_RULE = (
     "Each statistic is signed so that the studies' claim predicts a positive value. With "
-    "[lo, hi] its bootstrap 95% interval and delta the smallest effect of interest: "
+    "[lo, hi] its bootstrap 95% interval (BCa) and delta the smallest effect of interest: "
     "**reproduced** if lo > 0 and hi >= delta; **not reproduced** if hi < delta (an effect of "
     "size delta is ruled out); **inconclusive** otherwise, or when the statistic cannot be "
     "computed. See docs/findings.md.")
@@ -91,7 +91,7 @@ def findings_rows(results: Sequence[FindingResult]) -> list[dict[str, str]]:
 
 def render_markdown(results: Sequence[FindingResult], meta: ReportMeta, out_dir: Path) -> str:
     lines = [f"# trajviz reproduce: Erhan et al. (2009, 2010), {meta.profile} profile", ""]
-    lines += [f"`{meta.command}` (trajviz {meta.version}); bootstrap: {meta.n_boot} resamples, "
+    lines += [f"`{meta.command}` (trajviz {meta.version}); BCa bootstrap: {meta.n_boot} resamples, "
               f"seed {meta.seed}.", ""]
     counts = {v: sum(r.verdict == v for r in results) for v in (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)}
     lines += [f"**{counts[REPRODUCED]} reproduced, {counts[NOT_REPRODUCED]} not reproduced, "
@@ -164,7 +164,7 @@ def render_html(results: Sequence[FindingResult], meta: ReportMeta) -> str:
              "img{max-width:100%;display:block;margin:0.5em 0}figcaption{font-style:italic}",
              "</style></head><body>",
              f"<h1>trajviz reproduce: Erhan et al. (2009, 2010), {e(meta.profile)} profile</h1>",
-             f"<p><code>{e(meta.command)}</code> (trajviz {e(meta.version)}); bootstrap: "
+             f"<p><code>{e(meta.command)}</code> (trajviz {e(meta.version)}); BCa bootstrap: "
              f"{meta.n_boot} resamples, seed {meta.seed}.</p>",
              "<h2>Findings</h2>", _html_table(findings_rows(results)),
              f"<p>{e(VERDICT_RULE).replace('**', '')}</p>", "<h2>What the data say</h2><ul>"]

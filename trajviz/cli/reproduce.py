@@ -11,8 +11,9 @@ from trajviz.cli import HelpFormatter, add_common
 DESCRIPTION = """\
 Reproduce findings F1-F10 of Erhan et al. (2009, 2010): record whatever results are missing
 (resumable: finished runs are never redone), scan the error landscapes, compute each finding's
-statistic with a bootstrap 95% interval and a verdict (rule: docs/findings.md), draw the figures
-(PDF, PNG, GIF) and write report.md, report.html and findings.json into the output directory.
+statistic with a bootstrap 95% interval (BCa) and a verdict (rule: docs/findings.md), draw the
+figures (PDF, PNG, GIF) and write report.md, report.html and findings.json into the output
+directory.
 
 The studies are defined by runs/studies/*.toml, each with a `quick` profile (scikit-learn's
 8x8 digits, 10 seeds; sized for 2 CPU cores, all ten findings in under 20 minutes) and a `full`
@@ -37,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--studies", type=Path, default=Path("runs/studies"),
                    help="directory of study files")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the embeddings")
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples per finding")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples per finding (BCa interval)")
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads; the studies' small nets at minibatch 10 gain nothing "
