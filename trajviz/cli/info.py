@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Summarize a trajviz file: runs per group, checkpoints, train NLL "
                                    "at start and end, final test error, and test error at the "
                                    "checkpoint of best validation error with its epoch (model "
-                                   "selection; mean ± std over runs).",
+                                   "selection; mean ± std over runs). A note flags every "
+                                   "group with runs that end no better than a uniform guess "
+                                   "(train NLL > ln C - 0.01: still on the chance plateau).",
                        formatter_class=HelpFormatter)
     p.add_argument("file", type=Path, metavar="FILE", help="trajviz HDF5 file")
     p.add_argument("-o", "--output", type=Path, default=None,
