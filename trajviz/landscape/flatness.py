@@ -140,6 +140,8 @@ def run_measures(run: RunScan, alphas: np.ndarray, *, fit_radius: float = 0.5,
     """Per-direction measures of one run: name -> (n_directions,) array (run-level ones: (1,))."""
     out: dict[str, np.ndarray] = {}
     for kind, scan in run.scans1d.items():
+        if scan["nll"].shape[0] == 0:  # a kind that gave no direction (pca of a still run)
+            continue
         out[f"curvature[{kind}]"] = quadratic_curvature(alphas, scan["nll"], fit_radius)
         out[f"rise[{kind}]"] = loss_rise(alphas, scan["nll"], rise_radius)
     if np.isfinite(run.top_eigenvalue):

@@ -69,7 +69,13 @@ class LandscapeResult:
 
 
 def load_result(path: str | Path) -> LandscapeResult:
-    """Read a landscape file (docs/format.md, "Landscape files")."""
+    """Read a landscape file (docs/format.md, "Landscape files").
+
+    :class:`~trajviz.store.LandscapeFile` checks the file's structure when it opens it (kinds
+    of the run and Hessian attributes, scan tables (n, A) and (A, A) against the A alphas), so
+    a damaged file is refused with a one-line FormatError naming the key and what is expected,
+    and what is read below has the kinds and shapes the flatness code and the plots rely on.
+    """
     with LandscapeFile(path) as f:
         settings = f.config
         alphas = f.array("alphas")

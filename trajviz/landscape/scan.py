@@ -22,7 +22,7 @@ import torch
 
 from trajviz.config import config_from_dict
 from trajviz.data import load_dataset
-from trajviz.errors import ConfigError
+from trajviz.errors import ConfigError, FormatError
 from trajviz.landscape import directions as dirs
 from trajviz.landscape.params import ParamLayout, PointEvaluator
 from trajviz.landscape.results import LandscapeResult, load_result
@@ -207,7 +207,12 @@ def _directions(writer: LandscapeWriter, key: str, kind: str, target: str | None
                 trajectories: dict[str, np.ndarray], x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
     """The run's directions of one kind: re-read when stored, else generated and stored."""
     if writer.has(key):
-        return writer.read_array(key)
+        d = writer.read_array(key)
+        if d.ndim != 2 or d.shape[1] != layout.size:
+            raise FormatError(f"{writer.path}: '/{key}' has shape {d.shape}, but the nets of "
+                              f"{rid!r} have {layout.size} parameters; was the file scanned from "
+                              "another experiment? use --overwrite or another output file")
+        return d
     theta, n = thetas[rid], settings.n_directions
     rng = dirs.direction_rng(settings.seed, rid, kind if target is None else f"{kind}:{target}")
     extra = {}
