@@ -1,13 +1,23 @@
-"""The hostile-file suite at full size: every damaged file of tests/test_hostile.py's corpus
-through every subcommand that reads trajviz files (the CI test runs ``info`` on all of them and
-the other commands on a sample). Prints files tried, command runs, refusals with a one-line
-error, harmless bit flips and failures (docs/reliability.md).
+"""The hostile-file suite at full size: every damaged file of tests/test_hostile.py's corpora
+through every subcommand that reads them (the CI tests run a sample). Prints, per corpus, files
+tried, command runs, refusals with a one-line error, harmless bit flips and failures
+(docs/reliability.md).
 
-    .venv/bin/python benchmarks/hostile_files.py
+Experiment files (``build_corpus``) go through ``info``, ``project``, ``divergence``,
+``landscape`` and ``plot trajectories``; landscape files (``build_landscape_corpus``, damaged
+copies of a scan of the same experiment) through ``plot landscape`` (lines and contour views)
+and ``landscape --resume`` (which reads the file, then prints the flatness table from it).
+A bit-flipped landscape file that a command reads without an error is counted harmless only if
+it also reads the same numbers as the clean file (landscape files carry no checksums);
+otherwise undetected.
+
+    .venv/bin/python benchmarks/hostile_files.py                      # both corpora
+    .venv/bin/python benchmarks/hostile_files.py --corpus landscape   # landscape files only
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import sys
 import tempfile
@@ -25,13 +35,38 @@ def _load(name: str, path: Path):
     return mod
 
 
-def main() -> int:
+def _print_report(what: str, corpus: dict, report, n_cmds: int, marker: Path, seconds: float) -> None:
+    undetected = (f", {report.undetected} undetected bit flips (exit 0, but the numbers read "
+                  "differ from the clean file's)" if report.undetected else "")
+    up_to = "" if report.runs == len(corpus) * n_cmds else "up to "
+    print(f"{what}: {len(corpus)} damaged files x {up_to}{n_cmds} commands = {report.runs} runs: "
+          f"{report.refused} refused with a one-line error, {report.harmless} harmless bit flips "
+          f"(exit 0, same output as the clean file){undetected}, {len(report.failures)} "
+          f"failures; pickle executed: {marker.exists()}; {seconds:.0f} s", flush=True)
+    for failure in report.failures:
+        print("FAILURE:", failure)
+
+
+def _clean_notes(th, commands, base: Path, work: Path) -> None:
+    for cmd in commands(base, work):
+        log = work / f"clean.{cmd}.log"
+        if log.exists() and "Traceback" in log.read_text():
+            print(f"note: `trajviz {cmd}` fails on the clean file too (not a hostile-file "
+                  f"problem): {log.read_text().strip().splitlines()[-1]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", choices=("all", "experiment", "landscape"), default="all",
+                        help="which damaged files to try (default: all)")
+    args = parser.parse_args(argv)
     fi = _load("fault_injection", ROOT / "benchmarks" / "fault_injection.py")
     th = _load("test_hostile", ROOT / "tests" / "test_hostile.py")
     from trajviz.config import config_from_dict
     from trajviz.train import record_experiment
 
-    t0 = time.monotonic()
+    ok = True
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         cfg = {"name": "base", "seeds": [0, 1],
@@ -42,27 +77,48 @@ def main() -> int:
                "record": {"every_steps": 3}}
         base = record_experiment(config_from_dict(cfg), tmp / "base.h5")
         marker = tmp / "UNPICKLED"
-        corpus = th.build_corpus(base, tmp / "corpus", marker)
-        work = tmp / "work"
-        work.mkdir()
-        server = fi.ForkServer(warm=th.SERVER_WARM)
-        try:
-            refused, harmless, failures = th.check_corpus(corpus, base, work, server, None)
-        finally:
-            server.close()
-        n_cmds = len(th._commands(base, work))
-        print(f"{len(corpus)} damaged files x {n_cmds} commands = {len(corpus) * n_cmds} runs: "
-              f"{refused} refused with a one-line error, {harmless} harmless bit flips "
-              f"(exit 0, same output as the clean file), {len(failures)} failures; "
-              f"pickle executed: {marker.exists()}; {time.monotonic() - t0:.0f} s")
-        for failure in failures:
-            print("FAILURE:", failure)
-        for cmd in th._commands(base, work):
-            log = work / f"clean.{cmd}.log"
-            if log.exists() and "Traceback" in log.read_text():
-                print(f"note: `trajviz {cmd}` fails on the clean file too (not a hostile-file "
-                      f"problem): {log.read_text().strip().splitlines()[-1]}")
-    return 0 if not failures and not marker.exists() else 1
+        if args.corpus in ("all", "experiment"):
+            t0 = time.monotonic()
+            corpus = th.build_corpus(base, tmp / "corpus", marker)
+            work = tmp / "work"
+            work.mkdir()
+            server = fi.ForkServer(warm=th.SERVER_WARM)
+            try:
+                report = th.check_corpus(corpus, base, work, server, None)
+            finally:
+                server.close()
+            _print_report("experiment files", corpus, report, len(th._commands(base, work)),
+                          marker, time.monotonic() - t0)
+            _clean_notes(th, th._commands, base, work)
+            ok &= not report.failures
+        if args.corpus in ("all", "landscape"):
+            t0 = time.monotonic()
+            landscape = th.make_landscape(base, tmp / "base.landscape.h5")
+            corpus = th.build_landscape_corpus(landscape, base, tmp / "landscape-corpus", marker)
+            work = tmp / "landscape-work"
+            work.mkdir()
+            commands = th.landscape_commands(base)
+            clean = th.landscape_fingerprint(landscape)
+
+            def same_content(path: Path) -> bool:
+                try:
+                    return th.landscape_fingerprint(path) == clean
+                except Exception:  # noqa: BLE001 - refused here though a command read it
+                    return False
+
+            server = fi.ForkServer(warm=th.LANDSCAPE_SERVER_WARM)
+            try:
+                report = th.check_corpus(corpus, landscape, work, server, None,
+                                         commands=commands, reference="plot-lines",
+                                         same_content=same_content)
+            finally:
+                server.close()
+            _print_report("landscape files", corpus, report, len(commands(landscape, work)),
+                          marker, time.monotonic() - t0)
+            _clean_notes(th, commands, landscape, work)
+            ok &= not report.failures
+        ok &= not marker.exists()
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
