@@ -8,8 +8,8 @@ Experiment files (``build_corpus``) go through ``info``, ``project``, ``divergen
 copies of a scan of the same experiment) through ``plot landscape`` (lines and contour views)
 and ``landscape --resume`` (which reads the file, then prints the flatness table from it).
 A bit-flipped landscape file that a command reads without an error is counted harmless only if
-it also reads the same numbers as the clean file (landscape files carry no checksums);
-otherwise undetected.
+it also reads the same numbers as the clean file; otherwise undetected (none since landscape
+files carry checksums, as experiment files do).
 
     .venv/bin/python benchmarks/hostile_files.py                      # both corpora
     .venv/bin/python benchmarks/hostile_files.py --corpus landscape   # landscape files only

@@ -12,7 +12,8 @@ import h5py
 import numpy as np
 
 from trajviz.errors import FormatError, OutputExistsError
-from trajviz.store.experiment import _check_readable, _first_difference, _natural_key, _str_attr
+from trajviz.store.experiment import (_CHECKSUMMED, LIBVER, _check_readable, _first_difference,
+                                      _natural_key, _str_attr)
 from trajviz.store.journaled import JournaledWriter
 from trajviz.store.reader import _MAX_CLAIM_RATIO, _MAX_CLAIM_SLACK, _guarded, open_for_reading
 
@@ -71,9 +72,9 @@ class LandscapeWriter(JournaledWriter):
                 # damaged file is refused in one line, as it is when read, and never written to
                 with LandscapeFile(self.path) as existing:
                     old = existing.config
-                self._open_file(None, lambda: self._check_resumable(old, config_json))
+                self._open_file(LIBVER, lambda: self._check_resumable(old, config_json))
             else:
-                self._create_file(lambda f: _skeleton(f, config_json, source), None)
+                self._create_file(lambda f: _skeleton(f, config_json, source), LIBVER)
         except BaseException:
             self._session.close()
             raise
@@ -116,7 +117,9 @@ class LandscapeWriter(JournaledWriter):
         def op() -> None:
             if key in self._f:
                 del self._f[key]
-            ds = self._f.create_dataset(key, data=arr)
+            # Fletcher-32 needs chunks, which a scalar or an empty array cannot have
+            ds = self._f.create_dataset(key, data=arr,
+                                        **(_CHECKSUMMED if arr.ndim and arr.size else {}))
             for name, value in attrs.items():
                 ds.attrs[name] = value
 
@@ -138,8 +141,9 @@ class LandscapeWriter(JournaledWriter):
         def op() -> None:
             g = self._f.create_group(key)
             for col in columns:
-                g.create_dataset(col, shape=(n_rows, *row_shape), dtype="f8", fillvalue=np.nan)
-            g.create_dataset("done", shape=(n_rows,), dtype="u1", fillvalue=0)
+                g.create_dataset(col, shape=(n_rows, *row_shape), dtype="f8", fillvalue=np.nan,
+                                 **_CHECKSUMMED)
+            g.create_dataset("done", shape=(n_rows,), dtype="u1", fillvalue=0, **_CHECKSUMMED)
 
         self._submit(op, 0)
 
