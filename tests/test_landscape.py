@@ -395,3 +395,34 @@ def test_plots_draw_on_the_given_axes_and_cli_writes_figures(experiment, tmp_pat
         assert main(["plot", "landscape", str(out), "--view", view, "-o", str(tmp_path / name), "-q"]) == 0
         assert (tmp_path / name).stat().st_size > 1000
     assert main(["plot", "landscape", str(out), "--kind", "sgd", "-o", str(tmp_path / "x.pdf"), "-q"]) == 1
+
+
+def test_lines_view_of_a_scan_in_progress_draws_the_mean_of_scanned_rows_without_warnings():
+    """Unscanned rows are NaN and a kind may have no rows yet: the mean is over the scanned
+    rows (NaN points leave gaps), and no 'Mean of empty slice' warning reaches the user."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from trajviz.plots.landscape import plot_scans_1d
+
+    alphas = np.linspace(-1.0, 1.0, 5)
+    nan = np.nan
+
+    def run(rows):
+        return RunScan("r", "g", "none", 0, 1, 4, False, scans1d={"sgd": {"nll": np.array(rows)}})
+
+    fig, ax = plt.subplots()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot_scans_1d(ax, alphas, [run([[nan] * 5] * 2)], "sgd")          # nothing scanned yet
+        assert len(ax.lines) == 2 + 1                                      # no mean, marker
+        plot_scans_1d(ax, alphas, [run(np.zeros((0, 5)))], "sgd")          # a kind with no rows
+        ax.cla()
+        plot_scans_1d(ax, alphas, [run([[1, 2, 3, 2, 1], [3, 4, nan, 4, 3], [nan] * 5])], "sgd")
+    mean_line = ax.lines[3]
+    np.testing.assert_allclose(mean_line.get_ydata(), [2, 3, 3, 3, 2])  # unscanned row left out
+    plt.close(fig)

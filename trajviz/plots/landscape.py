@@ -4,6 +4,7 @@ contour plots of a grid scan. Each function draws on the Axes it is given and re
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -26,9 +27,15 @@ def plot_scans_1d(ax: Axes, alphas: np.ndarray, runs: Sequence[RunScan], kind: s
         for row in np.atleast_2d(c):
             line, = ax.plot(alphas, row, lw=0.5, alpha=0.45,
                             color=color if color is not None else (line.get_color() if line else None))
-    if curves and mean:
-        stacked = np.concatenate([np.atleast_2d(c) for c in curves])
-        ax.plot(alphas, np.nanmean(stacked, axis=0), lw=1.6,
+    # the mean over the rows scanned so far (a scan in progress has all-NaN rows, a kind may
+    # have none); where every scanned row is NaN the mean line has a gap
+    rows = np.concatenate([np.atleast_2d(c) for c in curves]) if curves else np.zeros((0, 0))
+    rows = rows[np.isfinite(rows).any(axis=1)] if rows.size else rows
+    if mean and len(rows):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # "Mean of empty slice": the gaps
+            mean_curve = np.nanmean(rows, axis=0)
+        ax.plot(alphas, mean_curve, lw=1.6,
                 color=color if color is not None else (line.get_color() if line else None), label=label)
     ax.axvline(0.0, color="0.6", lw=0.4, ls=":")
     ax.set_xlabel(r"$\alpha$")
