@@ -30,7 +30,7 @@ import numpy as np
 
 from trajviz.errors import ConfigError
 from trajviz.statistics import (INCONCLUSIVE, MAX_NAN_FRACTION, NOT_REPRODUCED, REPRODUCED,  # noqa: F401
-                                VERDICTS, BootstrapInterval, Cells, bootstrap,
+                                VERDICTS, Cells, bootstrap,
                                 bootstrap_interval, curves_on_grid, log_mean_ratio,
                                 log_sd_ratio, log_spread_ratio, mean_curve_gap, median_contrast,
                                 min_log_separation, same_cost_grid, separation_ratio, spread,
