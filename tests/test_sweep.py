@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,36 @@ def fail_seed1(config_json: str, shard: str) -> None:
     if json.loads(config_json)["seeds"][0] == 1:
         raise RuntimeError("planted failure")
     fake_record(config_json, shard)
+
+
+def crash_beside_a_stalled_job(marker_dir: str, config_json: str, shard: str) -> None:
+    """width 10: seed 0's first attempt kills its worker after 1 s, while seed 1's first
+    attempt stalls for 60 s; every other attempt records."""
+    cfg = json.loads(config_json)
+    marker = Path(marker_dir) / f"{Path(shard).stem}.first"
+    if cfg["model"]["width"] == 10 and not marker.exists():
+        marker.touch()
+        time.sleep(1.0)
+        if cfg["seeds"][0] == 0:
+            os._exit(13)
+        time.sleep(59.0)
+    fake_record(config_json, shard)
+
+
+def finish_then_linger(marker_dir: str, config_json: str, shard: str) -> None:
+    """width 10: seed 1 records, leaves a marker per call and lingers 5 s before returning;
+    seed 0's first attempt kills its worker once seed 1 has recorded (during its lingering)."""
+    cfg = json.loads(config_json)
+    if cfg["model"]["width"] == 10 and cfg["seeds"][0] == 1:
+        fake_record(config_json, shard)
+        (Path(marker_dir) / f"call-{time.monotonic_ns()}").touch()
+        time.sleep(5.0)
+        return
+    if cfg["model"]["width"] == 10:
+        deadline = time.monotonic() + 30
+        while not any(Path(marker_dir).glob("call-*")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    crash_once(marker_dir, config_json, shard)
 
 
 def must_not_run(config_json: str, shard: str) -> None:
@@ -233,6 +264,33 @@ def test_crashed_worker_is_retried_and_rerun_does_no_work(tmp_path):
     again = sweep.run_sweep(spec, out, workers=2, task=must_not_run)
     assert again.ok and not again.ran and len(again.skipped) == 4 and not again.gathered
     assert out.stat().st_mtime_ns == before
+
+
+def test_a_broken_pool_is_replaced_without_waiting_for_workers_it_did_not_stop(tmp_path,
+                                                                            monkeypatch):
+    """When a worker dies, CPython's executor SIGTERMs the pool's other workers and joins them;
+    a worker it fails to stop (simulated: terminate() does nothing) must not make the sweep
+    wait for it: the stalled job's worker is killed and the job reruns at once."""
+    import multiprocessing.process
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "terminate", lambda self: None)
+    spec = sweep.sweep_from_dict(TINY_SWEEP)
+    task = functools.partial(crash_beside_a_stalled_job, str(tmp_path))
+    start = time.monotonic()
+    result = sweep.run_sweep(spec, tmp_path / "out.h5", workers=2, retries=2, task=task)
+    elapsed = time.monotonic() - start
+    assert result.ok and result.gathered
+    assert elapsed < 30, f"waited {elapsed:.0f} s for a worker of the broken pool"
+
+
+def test_a_job_whose_shard_is_complete_is_not_rerun_when_its_pool_breaks(tmp_path):
+    """A job that wrote its whole shard but whose pool broke before its result came back is
+    done: rerunning it would redo finished work (and record_job refuses complete runs)."""
+    spec = sweep.sweep_from_dict(TINY_SWEEP)
+    task = functools.partial(finish_then_linger, str(tmp_path))
+    result = sweep.run_sweep(spec, tmp_path / "out.h5", workers=2, retries=2, task=task)
+    assert result.ok and result.gathered
+    assert len(list(tmp_path.glob("call-*"))) == 1  # seed 1 of width 10 ran once
 
 
 def test_a_job_that_always_kills_its_worker_fails_alone(tmp_path):

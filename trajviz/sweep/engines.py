@@ -163,7 +163,8 @@ def _run_local(jobs: list[SweepJob], shards: Path, task: JobTask, workers: int, 
     in flight fails with it, and the pool cannot say whose worker died: if one job was in flight
     it is charged; if several, none is, and each becomes a *suspect* that from then on runs alone,
     so that its next crash (if any) is its own. Jobs are resubmitted, resuming their shards, on a
-    fresh pool. A job is failed once charged ``retries + 1`` times.
+    fresh pool, unless their shard is complete (the job finished before its pool broke). A job is
+    failed once charged ``retries + 1`` times.
     """
     outcomes: dict[str, JobOutcome] = {}
     submitted = {job.key: 0 for job in jobs}
@@ -174,14 +175,28 @@ def _run_local(jobs: list[SweepJob], shards: Path, task: JobTask, workers: int, 
     ctx = multiprocessing.get_context("spawn")
 
     def new_pool() -> ProcessPoolExecutor:
+        nonlocal others
+        others = set(multiprocessing.active_children())  # children that are not this pool's
         return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                    initargs=(threads,))
+
+    def replace_broken_pool() -> ProcessPoolExecutor:
+        # CPython's executor stops a broken pool's workers with SIGTERM, then joins them, and
+        # can wait forever on one it did not stop (seen once in CI, Python 3.11.7: shutdown()
+        # hung on a live worker; likely one spawned by a submit racing the break). Every job
+        # in flight has failed already, so kill this pool's workers before joining them.
+        for child in multiprocessing.active_children():
+            if child not in others:
+                child.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+        return new_pool()
 
     def may_start(job: SweepJob) -> bool:
         if job.key in suspects:
             return not inflight
         return not any(j.key in suspects for j in inflight.values())
 
+    others: set[multiprocessing.process.BaseProcess] = set()
     pool = new_pool()
     inflight: dict[Future, SweepJob] = {}
     try:
@@ -189,15 +204,26 @@ def _run_local(jobs: list[SweepJob], shards: Path, task: JobTask, workers: int, 
             while pending and len(inflight) < workers and may_start(pending[0]):
                 job = pending.popleft()
                 shard = shards / f"{job.key}.h5"
-                if shard.exists() and job_state(job, shard) == "unreadable":
+                state = job_state(job, shard)
+                if state == "complete":  # it finished, but its pool broke before saying so
+                    outcomes[job.key] = JobOutcome(job, DONE, submitted[job.key], shard=shard)
+                    tracker.update(DONE)
+                    continue
+                if state == "unreadable":
                     _set_aside(shard)
+                try:
+                    future = pool.submit(task, job.config.to_json(), str(shard))
+                except BrokenProcessPool:  # a worker died since the last wait
+                    pending.appendleft(job)
+                    if not inflight:  # else the wait below returns the jobs it failed
+                        pool = replace_broken_pool()
+                    break
                 submitted[job.key] += 1
-                inflight[pool.submit(task, job.config.to_json(), str(shard))] = job
+                inflight[future] = job
             done, _ = wait(inflight, return_when=FIRST_COMPLETED)
             if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
                 done, _ = wait(inflight)  # a broken pool fails every job in flight
-                pool.shutdown(wait=True, cancel_futures=True)
-                pool = new_pool()
+                pool = replace_broken_pool()
             crashed = [f for f in done if isinstance(f.exception(), BrokenProcessPool)]
             for fut in done:
                 job = inflight.pop(fut)
