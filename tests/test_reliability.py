@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import errno
 import importlib.util
-import json
 import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +77,13 @@ def _count_writes(tmp_path: Path, monkeypatch) -> int:
 def _crash_child(path: Path, k: int, how: str) -> int:
     """Fork; the child runs the scenario and dies (os._exit) at its k-th HDF5 write: after
     writing half of it ('half') or all of it ('after'). Returns the child's exit code."""
+    return _die_at_write(k, how, lambda: scenario(path, mode="resume"))
+
+
+def _die_at_write(k: int, how: str, run: Callable[[], None]) -> int:
+    """Fork; the child calls ``run`` and dies (os._exit(77)) at its k-th journaled HDF5 write,
+    after writing half of it ('half') or all of it ('after'); exit 0 if ``run`` returns first,
+    3 if it raises. Returns the child's exit code."""
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         try:
@@ -96,7 +103,7 @@ def _crash_child(path: Path, k: int, how: str) -> int:
                 return orig(self, data)
 
             WriteSession.write = crashing
-            scenario(path, mode="resume")
+            run()
             os._exit(0)
         except BaseException:
             os._exit(3)
@@ -311,33 +318,12 @@ def expected_landscape(tmp_path_factory) -> Path:
 def _crash_landscape_child(path: Path, k: int, how: str, rows_log: Path) -> int:
     """As _crash_child, for the landscape scenario; every row whose write_row returned (so
     whose transaction committed) is appended to ``rows_log`` first."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            calls = [0]
-            orig = WriteSession.write
-            fd = os.open(rows_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    def run() -> None:
+        fd = os.open(rows_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        landscape_scenario(path, mode="resume",
+                           on_row=lambda table, t: os.write(fd, f"{table} {t}\n".encode()))
 
-            def crashing(self, data):
-                calls[0] += 1
-                if calls[0] == k:
-                    data = bytes(data)
-                    if how == "half":
-                        self._save_pages(self._pos, self._pos + len(data))
-                        os.pwrite(self._fd, data[:len(data) // 2], self._pos)
-                    else:
-                        orig(self, data)
-                    os._exit(77)
-                return orig(self, data)
-
-            WriteSession.write = crashing
-            landscape_scenario(path, mode="resume",
-                               on_row=lambda table, t: os.write(fd, f"{table} {t}\n".encode()))
-            os._exit(0)
-        except BaseException:
-            os._exit(3)
-    _, status = os.waitpid(pid, 0)
-    return os.WEXITSTATUS(status)
+    return _die_at_write(k, how, run)
 
 
 def test_a_crash_at_any_hdf5_write_of_a_landscape_file_keeps_every_finished_row(
