@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from trajviz.config import ExperimentConfig, TrainConfig
-from trajviz.data import Dataset, Split, load_dataset
+from trajviz.data import Split, load_dataset
 from trajviz.engine import BACKENDS, BackgroundWriter, DeferredRun, FinetuneStep
 from trajviz.errors import ConfigError
 from trajviz.nets import StackedMLP, layer_sizes
