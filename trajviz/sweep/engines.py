@@ -103,6 +103,10 @@ def _init_worker(threads: int) -> None:
     _WORKER_THREADS = threads
 
 
+def _worker_ready() -> None:
+    """A no-op task: the pool's workers are up once one has run per worker."""
+
+
 def _ray_job(task: JobTask, config_json: str, key: str) -> bytes:
     """Run ``task`` on a Ray worker into a node-local temporary shard and return its bytes."""
     with tempfile.TemporaryDirectory(prefix="trajviz-sweep-") as tmp:
@@ -177,8 +181,14 @@ def _run_local(jobs: list[SweepJob], shards: Path, task: JobTask, workers: int, 
     def new_pool() -> ProcessPoolExecutor:
         nonlocal others
         others = set(multiprocessing.active_children())  # children that are not this pool's
-        return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                   initargs=(threads,))
+        fresh = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                    initargs=(threads,))
+        # Start every worker before the first job: CPython's executor (3.11) spawns workers on
+        # submit and watches only those it had when its manager thread last woke, so a worker
+        # spawned later could die unnoticed (its job's crash seen only when another job ends).
+        for ready in [fresh.submit(_worker_ready) for _ in range(workers)]:
+            ready.result()
+        return fresh
 
     def replace_broken_pool() -> ProcessPoolExecutor:
         # CPython's executor stops a broken pool's workers with SIGTERM, then joins them, and
