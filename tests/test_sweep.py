@@ -103,16 +103,20 @@ def fail_seed1(config_json: str, shard: str) -> None:
 
 
 def crash_beside_a_stalled_job(marker_dir: str, config_json: str, shard: str) -> None:
-    """width 10: seed 0's first attempt kills its worker after 1 s, while seed 1's first
-    attempt stalls for 60 s; every other attempt records."""
+    """width 10: seed 1's first attempt stalls for 60 s; seed 0's first attempt kills its
+    worker once seed 1 is stalling; every other attempt records."""
     cfg = json.loads(config_json)
     marker = Path(marker_dir) / f"{Path(shard).stem}.first"
+    stalling = Path(marker_dir) / "stalling"
     if cfg["model"]["width"] == 10 and not marker.exists():
         marker.touch()
-        time.sleep(1.0)
-        if cfg["seeds"][0] == 0:
-            os._exit(13)
-        time.sleep(59.0)
+        if cfg["seeds"][0] == 1:
+            stalling.touch()
+            time.sleep(60.0)
+        deadline = time.monotonic() + 30
+        while not stalling.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os._exit(13)
     fake_record(config_json, shard)
 
 
