@@ -186,15 +186,20 @@ def _run_local(jobs: list[SweepJob], shards: Path, task: JobTask, workers: int, 
         # Start every worker before the first job: CPython's executor (3.11) spawns workers on
         # submit and watches only those it had when its manager thread last woke, so a worker
         # spawned later could die unnoticed (its job's crash seen only when another job ends).
-        for ready in [fresh.submit(_worker_ready) for _ in range(workers)]:
-            ready.result()
+        try:
+            for ready in [fresh.submit(_worker_ready) for _ in range(workers)]:
+                ready.result()
+        except BrokenProcessPool:
+            fresh.shutdown(wait=True, cancel_futures=True)
+            raise SweepError(f"the local pool's {workers} worker processes could not start "
+                             "(out of memory or processes?); try fewer --workers") from None
         return fresh
 
     def replace_broken_pool() -> ProcessPoolExecutor:
         # CPython's executor stops a broken pool's workers with SIGTERM, then joins them, and
-        # can wait forever on one it did not stop (seen once in CI, Python 3.11.7: shutdown()
-        # hung on a live worker; likely one spawned by a submit racing the break). Every job
-        # in flight has failed already, so kill this pool's workers before joining them.
+        # waits forever on one it did not stop (seen once in CI, Python 3.11.7, when workers
+        # were still spawned on submit). Every job in flight has failed already, so kill this
+        # pool's workers before joining them.
         for child in multiprocessing.active_children():
             if child not in others:
                 child.kill()
