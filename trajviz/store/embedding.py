@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 
 from trajviz.errors import FormatError, OutputExistsError, TrajvizError
-from trajviz.store.experiment import _READ_ERRORS, _check_readable, _str_attr
+from trajviz.store.experiment import _READ_ERRORS, _check_readable, _str_attr, check_format_attrs
 
 EMBEDDING_FORMAT = "trajviz-embedding"
 EMBEDDING_FORMAT_VERSION = 1
@@ -99,14 +99,7 @@ def _read_embedding(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise FormatError(f"{path} cannot be opened as HDF5: {exc}") from None
     with f:
-        fmt = _str_attr(f.attrs.get("format", ""))
-        if fmt != EMBEDDING_FORMAT:
-            raise FormatError(f"{path} is not a trajviz embedding file (root attribute 'format' "
-                              f"is {fmt!r}, expected {EMBEDDING_FORMAT!r})")
-        version = f.attrs.get("format_version")
-        if not isinstance(version, (int, np.integer)) or not 1 <= int(version) <= EMBEDDING_FORMAT_VERSION:
-            raise FormatError(f"{path}: embedding format_version {version!r} is not supported "
-                              f"(this trajviz reads 1..{EMBEDDING_FORMAT_VERSION}); upgrade trajviz")
+        check_format_attrs(path, f.attrs, EMBEDDING_FORMAT, EMBEDDING_FORMAT_VERSION, "embedding")
         if "coords" not in f or not isinstance(f["coords"], h5py.Dataset) or f["coords"].ndim != 2:
             raise FormatError(f"{path}: missing HDF5 key '/coords' (a 2-D dataset)")
         coords = np.asarray(f["coords"][()], dtype=np.float64)

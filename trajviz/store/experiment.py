@@ -76,6 +76,21 @@ _READ_ERRORS = (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexErr
                 AttributeError, OverflowError, MemoryError, UnicodeDecodeError, SystemError)
 
 
+def check_format_attrs(path: Path, attrs: Any, expected: str, max_version: int,
+                       kind: str = "") -> None:
+    """Refuse a file whose root attributes ``format`` / ``format_version`` are not ``expected``
+    / 1..``max_version``; ``kind`` ("landscape", "embedding") names the file type in errors."""
+    what = f"trajviz {kind} file" if kind else "trajviz file"
+    fmt = _str_attr(attrs.get("format", ""))
+    if fmt != expected:
+        raise FormatError(f"{path} is not a {what} (root attribute 'format' is {fmt[:40]!r}, "
+                          f"expected {expected!r})")
+    version = attrs.get("format_version")
+    if not isinstance(version, (int, np.integer)) or not 1 <= int(version) <= max_version:
+        raise FormatError(f"{path}: {kind + ' ' if kind else ''}format_version {version!r} is "
+                          f"not supported (this trajviz reads 1..{max_version}); upgrade trajviz")
+
+
 def _natural_key(text: str) -> list[Any]:
     import re
 
@@ -218,18 +233,10 @@ class ExperimentWriter(JournaledWriter):
     def __init__(self, path: str | Path, *, probe_targets: np.ndarray, probe_sha: str,
                  n_classes: int, name: str = "", config_json: str = "{}",
                  mode: str = "create", durable: bool = False):
-        path = Path(path)
-        if mode not in ("create", "resume", "overwrite"):
-            raise ValueError(f"mode {mode!r}: choose create, resume or overwrite")
-        if path.exists() and mode == "create":
-            raise OutputExistsError(
-                f"{path} exists; pass --resume to continue it or --overwrite to replace it")
-        if path.is_dir():
-            raise FormatError(f"{path} is a directory, not a trajviz file")
         targets = np.asarray(probe_targets, dtype=np.int64)
         self.n_probe = int(targets.shape[0])
         self.n_classes = int(n_classes)
-        self._start_session(path, durable)  # FileLockedError if taken
+        self._start_session(path, durable, mode)  # FileLockedError if taken
         try:
             if mode == "resume":
                 self._session.recover()

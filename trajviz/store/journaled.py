@@ -21,7 +21,8 @@ from typing import Callable, Iterator
 
 import h5py
 
-from trajviz.errors import FileLockedError, StoreWriteError, TrajvizError
+from trajviz.errors import (FileLockedError, FormatError, OutputExistsError, StoreWriteError,
+                            TrajvizError)
 from trajviz.lock import WriteSession
 
 log = logging.getLogger("trajviz.store")
@@ -42,6 +43,8 @@ class JournaledWriter:
     A change that fails leaves the writer unusable (``_broken``).
     """
 
+    #: what the file is, for error messages
+    _file_kind = "trajviz file"
     #: what one change adds, for error messages ("every checkpoint written before it")
     _unit = "change"
     #: the reader class a user may have left open, for the message of a writer that waited
@@ -51,9 +54,19 @@ class JournaledWriter:
     _f: h5py.File | None
     _session: WriteSession
 
-    def _start_session(self, path: str | Path, durable: bool) -> None:
-        """Take the session lock (FileLockedError if another writer has the file)."""
-        self.path = Path(path)
+    def _start_session(self, path: str | Path, durable: bool, mode: str) -> None:
+        """Check ``mode`` against what is at ``path`` ("create" refuses an existing file,
+        "resume" and "overwrite" take one), then take the session lock (FileLockedError if
+        another writer has the file)."""
+        path = Path(path)
+        if mode not in ("create", "resume", "overwrite"):
+            raise ValueError(f"mode {mode!r}: choose create, resume or overwrite")
+        if path.exists() and mode == "create":
+            raise OutputExistsError(
+                f"{path} exists; pass --resume to continue it or --overwrite to replace it")
+        if path.is_dir():
+            raise FormatError(f"{path} is a directory, not a {self._file_kind}")
+        self.path = path
         self._pending: list[Callable[[], None]] = []
         self._pending_bytes = 0
         self._broken: BaseException | None = None

@@ -4,18 +4,17 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from trajviz.errors import FormatError, OutputExistsError
+from trajviz.errors import FormatError
 from trajviz.store.experiment import (_CHECKSUMMED, LIBVER, _check_readable, _first_difference,
-                                      _natural_key, _str_attr)
+                                      _natural_key, _str_attr, check_format_attrs)
 from trajviz.store.journaled import JournaledWriter
-from trajviz.store.reader import _MAX_CLAIM_RATIO, _MAX_CLAIM_SLACK, _guarded, open_for_reading
+from trajviz.store.reader import CheckedReader, _guarded
 
 LANDSCAPE_FORMAT = "trajviz-landscape"
 LANDSCAPE_FORMAT_VERSION = 1
@@ -51,18 +50,11 @@ class LandscapeWriter(JournaledWriter):
 
     _unit = "row"
     _reader_name = "a LandscapeFile"
+    _file_kind = "trajviz landscape file"
 
     def __init__(self, path: str | Path, *, config_json: str, source: str = "",
                  mode: str = "create", durable: bool = False):
-        path = Path(path)
-        if mode not in ("create", "resume", "overwrite"):
-            raise ValueError(f"mode {mode!r}: choose create, resume or overwrite")
-        if path.exists() and mode == "create":
-            raise OutputExistsError(
-                f"{path} exists; pass --resume to continue it or --overwrite to replace it")
-        if path.is_dir():
-            raise FormatError(f"{path} is a directory, not a trajviz landscape file")
-        self._start_session(path, durable)  # FileLockedError if another writer has it
+        self._start_session(path, durable, mode)  # FileLockedError if another writer has it
         try:
             if mode == "resume":
                 self._session.recover()
@@ -183,7 +175,7 @@ def _skeleton(f: h5py.File, config_json: str, source: str) -> None:
     f.attrs["source"] = source
 
 
-class LandscapeFile:
+class LandscapeFile(CheckedReader):
     """Read-only view of a landscape results file; errors name the HDF5 key that failed.
 
     Opened as :class:`~trajviz.store.ExperimentFile` opens experiment files
@@ -199,11 +191,7 @@ class LandscapeFile:
     """
 
     def __init__(self, path: str | Path, *, lock_timeout: float = 60.0):
-        self.path = Path(path)
-        self._key = "/"
-        self._lock = None
-        self._f, self._lock = open_for_reading(self.path, lock_timeout,
-                                               repair="trajviz landscape --resume")
+        self._open(path, lock_timeout, repair="trajviz landscape --resume")
         try:
             self._check_format()
             self.check_structure()
@@ -216,15 +204,8 @@ class LandscapeFile:
     @_guarded
     def _check_format(self) -> None:
         self._key = "/ (attribute 'format')"
-        fmt = _str_attr(self._f.attrs.get("format", ""))
-        version = self._f.attrs.get("format_version")
-        if fmt != LANDSCAPE_FORMAT:
-            raise FormatError(f"{self.path} is not a trajviz landscape file (root attribute "
-                              f"'format' is {fmt[:40]!r}, expected {LANDSCAPE_FORMAT!r})")
-        if (not isinstance(version, (int, np.integer))
-                or not 1 <= int(version) <= LANDSCAPE_FORMAT_VERSION):
-            raise FormatError(f"{self.path}: landscape format_version {version!r} is not supported "
-                              f"(this trajviz reads 1..{LANDSCAPE_FORMAT_VERSION}); upgrade trajviz")
+        check_format_attrs(self.path, self._f.attrs, LANDSCAPE_FORMAT, LANDSCAPE_FORMAT_VERSION,
+                           "landscape")
 
     @_guarded
     def check_structure(self) -> None:
@@ -282,18 +263,6 @@ class LandscapeFile:
             if f"{run}/hessian" in self._f:
                 self._group(f"{run}/hessian")
                 self._typed_attrs(f"{run}/hessian", HESSIAN_ATTRS)
-
-    @property
-    @_guarded
-    def config(self) -> dict[str, Any]:
-        self._key = "/ (attribute 'config')"
-        try:
-            cfg = json.loads(_str_attr(self._f.attrs.get("config", "{}")))
-        except json.JSONDecodeError:
-            raise FormatError(f"{self.path}: root attribute 'config' is not valid JSON") from None
-        if not isinstance(cfg, dict):
-            raise FormatError(f"{self.path}: root attribute 'config' is not a JSON object")
-        return cfg
 
     @property
     @_guarded
@@ -355,13 +324,7 @@ class LandscapeFile:
         if ndim is not None and ds.ndim != ndim:
             raise FormatError(f"{self.path}: '{name}' has shape {ds.shape}, expected a "
                               f"{ndim}-D dataset")
-        claimed = int(np.prod(ds.shape, dtype=np.float64)) * ds.dtype.itemsize
-        if claimed > _MAX_CLAIM_SLACK:
-            stored = min(ds.id.get_storage_size(), os.stat(self.path).st_size)
-            if claimed > _MAX_CLAIM_RATIO * stored + _MAX_CLAIM_SLACK:
-                raise FormatError(f"{self.path}: '{name}' claims {claimed:.3g} bytes (shape "
-                                  f"{ds.shape}) but stores only {stored}; the file is damaged "
-                                  "or hostile")
+        self._check_claim(ds)
         return ds
 
     def _typed_attrs(self, key: str, schema: dict[str, str]) -> dict[str, Any]:
@@ -385,23 +348,6 @@ class LandscapeFile:
                                   f"{_short(value)}, expected {_KIND_WORDS[kind]}")
             out[name] = _str_attr(value) if kind == "str" else value
         return out
-
-    def close(self) -> None:
-        f = getattr(self, "_f", None)
-        try:
-            if f is not None and f.id.valid:
-                f.close()
-        except Exception:  # closing a damaged file may fail; nothing was written to it
-            pass
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
-
-    def __enter__(self) -> "LandscapeFile":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
 
 def _short(value: Any) -> str:

@@ -10,7 +10,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Self
 
 import h5py
 import numpy as np
@@ -18,7 +18,8 @@ import numpy as np
 from trajviz.errors import FormatError, TrajvizError
 from trajviz.lock import ReadLock, RolledBackView, read_hot_journal
 from trajviz.store.experiment import (COMPLETE, DIVERGED, FORMAT, FORMAT_VERSION, RUNNING,
-                                      _READ_ERRORS, _check_readable, _natural_key, _str_attr)
+                                      _READ_ERRORS, _check_readable, _natural_key, _str_attr,
+                                      check_format_attrs)
 
 log = logging.getLogger("trajviz.store")
 
@@ -99,7 +100,71 @@ def open_for_reading(path: str | Path, lock_timeout: float = 60.0, *,
         raise
 
 
-class ExperimentFile:
+class CheckedReader:
+    """What the store's readers (:class:`ExperimentFile`, :class:`~trajviz.store.LandscapeFile`)
+    share: the file opened by :func:`open_for_reading` (a shared lock; a crashed file read as
+    its last complete state), the root ``config`` attribute, the check that a dataset's size
+    claim is one the file can back, and closing. Reads are wrapped by :func:`_guarded`, which
+    turns any read error into a :class:`FormatError` naming ``self._key``."""
+
+    path: Path
+    _key: str
+
+    def _open(self, path: str | Path, lock_timeout: float, repair: str) -> None:
+        self.path = Path(path)
+        self._key = "/"
+        self._lock: ReadLock | None = None
+        self._f, self._lock = open_for_reading(self.path, lock_timeout, repair=repair)
+
+    @property
+    @_guarded
+    def config(self) -> dict[str, Any]:
+        self._key = "/ (attribute 'config')"
+        try:
+            cfg = json.loads(_str_attr(self._f.attrs.get("config", "{}")))
+        except json.JSONDecodeError:
+            raise FormatError(f"{self.path}: root attribute 'config' is not valid JSON") from None
+        if not isinstance(cfg, dict):
+            raise FormatError(f"{self.path}: root attribute 'config' is not a JSON object")
+        return cfg
+
+    def _check_claim(self, ds: h5py.Dataset) -> None:
+        """Refuse a dataset whose shape claims far more bytes than the file stores (a damaged
+        or hostile file would otherwise make a read allocate terabytes)."""
+        claimed = int(np.prod(ds.shape, dtype=np.float64)) * ds.dtype.itemsize
+        if claimed > _MAX_CLAIM_SLACK:
+            stored = min(ds.id.get_storage_size(), self._file_size())
+            if claimed > _MAX_CLAIM_RATIO * stored + _MAX_CLAIM_SLACK:
+                raise FormatError(f"{self.path}: '{self._key}' claims {claimed:.3g} bytes "
+                                  f"(shape {ds.shape}) but stores only {stored}; the file is "
+                                  "damaged or hostile")
+
+    def _file_size(self) -> int:
+        try:
+            return os.stat(self.path).st_size
+        except OSError:
+            return 0
+
+    def close(self) -> None:
+        f = getattr(self, "_f", None)
+        try:
+            if f is not None and f.id.valid:
+                f.close()
+        except Exception:  # closing a damaged file may fail; nothing was written to it
+            pass
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.release()
+            self._lock = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class ExperimentFile(CheckedReader):
     """Read-only view of a trajviz file, validating what it reads.
 
     Use as a context manager. Only complete checkpoints are visible. The file may be read while
@@ -110,9 +175,7 @@ class ExperimentFile:
     """
 
     def __init__(self, path: str | Path, *, lock_timeout: float = 60.0):
-        self.path = Path(path)
-        self._key = "/"
-        self._f, self._lock = open_for_reading(self.path, lock_timeout)
+        self._open(path, lock_timeout, repair="trajviz record --resume")
         try:
             self._validate_root()
             self.check_structure()
@@ -124,14 +187,7 @@ class ExperimentFile:
     def _validate_root(self) -> None:
         f = self._f
         self._key = "/ (attribute 'format')"
-        fmt = _str_attr(f.attrs.get("format", ""))
-        if fmt != FORMAT:
-            raise FormatError(f"{self.path} is not a trajviz file (root attribute 'format' is "
-                              f"{fmt[:40]!r}, expected {FORMAT!r})")
-        version = f.attrs.get("format_version")
-        if not isinstance(version, (int, np.integer)) or not 1 <= int(version) <= FORMAT_VERSION:
-            raise FormatError(f"{self.path}: format_version {version!r} is not supported "
-                              f"(this trajviz reads 1..{FORMAT_VERSION}); upgrade trajviz")
+        check_format_attrs(self.path, f.attrs, FORMAT, FORMAT_VERSION)
         for key, kind in (("runs", h5py.Group), ("probe/targets", h5py.Dataset)):
             self._key = f"/{key}"
             if key not in f or not isinstance(f[key], kind):
@@ -154,18 +210,6 @@ class ExperimentFile:
     def probe_sha256(self) -> str:
         self._key = "/ (attribute 'probe_sha256')"
         return _str_attr(self._f.attrs.get("probe_sha256", ""))
-
-    @property
-    @_guarded
-    def config(self) -> dict[str, Any]:
-        self._key = "/ (attribute 'config')"
-        try:
-            cfg = json.loads(_str_attr(self._f.attrs.get("config", "{}")))
-        except json.JSONDecodeError:
-            raise FormatError(f"{self.path}: root attribute 'config' is not valid JSON") from None
-        if not isinstance(cfg, dict):
-            raise FormatError(f"{self.path}: root attribute 'config' is not a JSON object")
-        return cfg
 
     @_guarded
     def probe_targets(self) -> np.ndarray:
@@ -391,35 +435,5 @@ class ExperimentFile:
         if length is not None and ds.shape[0] < length:
             raise FormatError(f"{self.path}: '{self._key}' has {ds.shape[0]} rows, but "
                               f"'steps' counts {length} checkpoints")
-        claimed = int(np.prod(ds.shape, dtype=np.float64)) * ds.dtype.itemsize
-        if claimed > _MAX_CLAIM_SLACK:
-            stored = min(ds.id.get_storage_size(), self._file_size())
-            if claimed > _MAX_CLAIM_RATIO * stored + _MAX_CLAIM_SLACK:
-                raise FormatError(f"{self.path}: '{self._key}' claims {claimed:.3g} bytes "
-                                  f"(shape {ds.shape}) but stores only {stored}; the file is "
-                                  "damaged or hostile")
+        self._check_claim(ds)
         return ds
-
-    def _file_size(self) -> int:
-        try:
-            return os.stat(self.path).st_size
-        except OSError:
-            return 0
-
-    def close(self) -> None:
-        f = getattr(self, "_f", None)
-        try:
-            if f is not None and f.id.valid:
-                f.close()
-        except Exception:  # closing a damaged file may fail; nothing was written to it
-            pass
-        lock = getattr(self, "_lock", None)
-        if lock is not None:
-            lock.release()
-            self._lock = None
-
-    def __enter__(self) -> "ExperimentFile":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
