@@ -60,7 +60,8 @@ def expected(tmp_path_factory) -> Path:
     return path
 
 
-def _count_writes(tmp_path: Path, monkeypatch) -> int:
+def _count_writes(monkeypatch, run: Callable[[], None]) -> int:
+    """How many journaled HDF5 writes ``run`` makes."""
     calls = [0]
     orig = WriteSession.write
 
@@ -69,7 +70,7 @@ def _count_writes(tmp_path: Path, monkeypatch) -> int:
         return orig(self, data)
 
     monkeypatch.setattr(WriteSession, "write", counting)
-    scenario(tmp_path / "count.h5")
+    run()
     monkeypatch.setattr(WriteSession, "write", orig)
     return calls[0]
 
@@ -113,7 +114,7 @@ def _die_at_write(k: int, how: str, run: Callable[[], None]) -> int:
 
 def test_a_crash_at_any_hdf5_write_leaves_a_readable_prefix_and_resume_completes_it(
         tmp_path, expected, monkeypatch):
-    n_writes = _count_writes(tmp_path, monkeypatch)
+    n_writes = _count_writes(monkeypatch, lambda: scenario(tmp_path / "count.h5"))
     assert n_writes > 20
     ks = sorted(set(np.linspace(1, n_writes, 14).astype(int)))
     hot = 0
@@ -331,18 +332,9 @@ def test_a_crash_at_any_hdf5_write_of_a_landscape_file_keeps_every_finished_row(
     """LandscapeWriter writes through the journal: a process dying at any HDF5 write leaves a
     file that LandscapeFile reads (before any repair) with every row written so far, nothing
     else, and whose resume ends equal to an uninterrupted run."""
-    calls = [0]
-    orig = WriteSession.write
-
-    def counting(self, data):
-        calls[0] += 1
-        return orig(self, data)
-
-    monkeypatch.setattr(WriteSession, "write", counting)
-    landscape_scenario(tmp_path / "count.h5")
-    monkeypatch.setattr(WriteSession, "write", orig)
-    assert calls[0] > 20  # also fails if the writer bypasses WriteSession
-    ks = sorted(set(np.linspace(1, calls[0], 12).astype(int)))
+    n_writes = _count_writes(monkeypatch, lambda: landscape_scenario(tmp_path / "count.h5"))
+    assert n_writes > 20  # also fails if the writer bypasses WriteSession
+    ks = sorted(set(np.linspace(1, n_writes, 12).astype(int)))
     hot = 0
     for i, k in enumerate(ks):
         how = ("half", "after")[i % 2]
