@@ -9,7 +9,7 @@ order), minibatch 10 and minibatch 100, float32. Rows:
 - ``plain``: the baseline: ``nn.Sequential`` + ``torch.optim.SGD``, one net at a time, the same
   initial weights, example order and learning rate;
 - ``autograd``: trajviz's reference backend (K nets batched, autograd, manual SGD);
-- ``fast``: trajviz's engine (hand-derived fused updates, ``engine.py``) as the runner drives
+- ``fast``: trajviz's engine (hand-derived fused updates, ``trajviz/training/fast.py``) as the runner drives
   it: the updates between checkpoints in one ``FinetuneStep.run``, net-group by net-group;
 - ``fast/step``: the same updates one step at a time, all K nets in every batched product;
 - ``compiled`` (with ``--compile``): the autograd step under ``torch.compile``.
@@ -38,10 +38,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trajviz.engine import BackgroundWriter, DeferredRun, FinetuneStep
-from trajviz.nets import StackedMLP
+from trajviz.record.background import BackgroundWriter, DeferredRun
+from trajviz.training.fast import FinetuneStep
+from trajviz.training.nets import StackedMLP
 from trajviz.record import Recorder
-from trajviz.train import finetune_loss, probabilities, run_streams
+from trajviz.training.runner import finetune_loss, probabilities, run_streams
 
 SIZES = [784, 800, 800, 10]
 LR = 0.05
@@ -119,7 +120,7 @@ def run_plain(wl: Workload, modules: list[torch.nn.Sequential]) -> list[torch.nn
 
 
 def run_fast(wl: Workload, net: StackedMLP) -> StackedMLP:
-    """The engine as :func:`trajviz.train.finetune` drives it: the updates between two
+    """The engine as :func:`trajviz.training.runner.finetune` drives it: the updates between two
     checkpoints in one grouped run."""
     FinetuneStep(net, LR).run(wl.x, wl.y, list(wl.minibatches()))
     return net

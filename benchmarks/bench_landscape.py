@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from trajviz.landscape.params import ParamLayout, PointEvaluator
-from trajviz.nets import StackedMLP, layer_sizes
+from trajviz.training.nets import StackedMLP, layer_sizes
 
 
 def matmul_peak(size: int = 1024, repeats: int = 7) -> tuple[float, float]:

@@ -84,7 +84,7 @@ def _knn_acc(coords: np.ndarray, groups: np.ndarray, k: int = 5) -> float:
 
 
 def side_trajviz(path: Path) -> dict:
-    from trajviz.project import embed
+    from trajviz.trajectories.embedding import embed
 
     emb = embed([path], method="tsne", pca_dims=50, seed=0)
     return {"knn_accuracy": _knn_acc(emb.coords, emb.group),

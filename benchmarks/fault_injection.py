@@ -105,7 +105,7 @@ class ForkServer:
     """Runs ``trajviz`` command lines in processes forked from one warm Python."""
 
     def __init__(self, env: dict[str, str] | None = None,
-                 warm: tuple[str, ...] = ("trajviz.cli", "trajviz.train")):
+                 warm: tuple[str, ...] = ("trajviz.cli", "trajviz.training.runner")):
         full_env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(env or {})}
         self.proc = subprocess.Popen([sys.executable, "-c", SERVER, *warm], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, env=full_env, cwd=ROOT)
@@ -304,7 +304,7 @@ class Report:
 
 
 def _checkpoints(path: Path) -> int:
-    from trajviz.info import summarize
+    from trajviz.store.summary import summarize
 
     s = summarize(path, check=True)
     return sum(sum(g.checkpoints) for g in s.groups.values())
@@ -316,9 +316,9 @@ def inject(n_kills: int, workdir: Path, *, seed: int = 0, epochs: int = 3, n_tra
            reference_delay: float = 0.01) -> Report:
     """Record once uninterrupted (reading it live), then record the same config again under
     ``n_kills`` SIGKILLs, checking the file after each, resuming each time; compare."""
-    from trajviz.info import summarize  # noqa: F401  (imported before the clock starts)
-    from trajviz.project import embed  # noqa: F401
-    from trajviz.lock import _TXN, OWNER_LEN, journal_path, read_hot_journal
+    from trajviz.store.summary import summarize  # noqa: F401  (imported before the clock starts)
+    from trajviz.trajectories.embedding import embed  # noqa: F401
+    from trajviz.store.journal import _TXN, OWNER_LEN, journal_path, read_hot_journal
 
     TXN_LEN = _TXN.size
 
@@ -352,7 +352,7 @@ def inject(n_kills: int, workdir: Path, *, seed: int = 0, epochs: int = 3, n_tra
                     report.live_checkpoints_seen.append(seen)
                     report.live_reads += 1
                     if seen >= 8 and report.live_reads % 2 == 0:
-                        from trajviz.project import embed
+                        from trajviz.trajectories.embedding import embed
 
                         embed([ref], method="pca", seed=0)
                         report.live_projections += 1
@@ -486,7 +486,7 @@ def inject_landscape(n_kills: int, workdir: Path, *, seed: int = 0, epochs: int 
     it: readers see the last complete state); compare the final file with the first scan."""
     import select
 
-    from trajviz.lock import _TXN, OWNER_LEN, journal_path, read_hot_journal
+    from trajviz.store.journal import _TXN, OWNER_LEN, journal_path, read_hot_journal
 
     rng = random.Random(seed)
     report = LandscapeReport()

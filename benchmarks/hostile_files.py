@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     fi = _load("fault_injection", ROOT / "benchmarks" / "fault_injection.py")
     th = _load("test_hostile", ROOT / "tests" / "test_hostile.py")
     from trajviz.config import config_from_dict
-    from trajviz.train import record_experiment
+    from trajviz.training.runner import record_experiment
 
     ok = True
     with tempfile.TemporaryDirectory() as tmp:

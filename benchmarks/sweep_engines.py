@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from trajviz.config import config_from_dict
-from trajviz.info import summarize
+from trajviz.store.summary import summarize
 from trajviz.store import ExperimentFile
 from trajviz.sweep import expand, load_sweep, run_sweep
 
@@ -66,7 +66,7 @@ def main() -> int:
 
     import torch  # imported before timing: the baseline does not pay for it, the engines do
 
-    from trajviz.train import record_experiment
+    from trajviz.training.runner import record_experiment
 
     default_threads = torch.get_num_threads()
     seq_outputs: dict[str, np.ndarray] = {}

@@ -59,9 +59,9 @@ def test_each_record_option_reaches_the_library(tmp_path, tiny_dict, monkeypatch
         seen.update(cfg=cfg, output=output, mode=mode, progress=progress)
         return output
 
-    import trajviz.train
+    import trajviz.training.runner
 
-    monkeypatch.setattr(trajviz.train, "record_experiment", fake)
+    monkeypatch.setattr(trajviz.training.runner, "record_experiment", fake)
     cfg = write_config(tmp_path / "c.toml", tiny_dict)
     assert main(["record", str(cfg), "--set", "model.width=7", "-o", "x.h5", "--resume", "-q"]) == 0
     assert seen["cfg"].model.width == 7 and str(seen["output"]) == "x.h5"
@@ -109,7 +109,7 @@ def test_sigkill_mid_run_leaves_a_readable_file_and_resume_finishes(tmp_path, ti
     tiny_dict["pretrain"]["methods"] = ["none"]
     cfg = write_config(tmp_path / "c.toml", tiny_dict)
     out = tmp_path / "o.h5"
-    # slow every HDF5 write a little (a testing hook of trajviz.lock) so the kill lands mid-run
+    # slow every HDF5 write a little (a testing hook of trajviz.store.journal) so the kill lands mid-run
     env = dict(os.environ, TRAJVIZ_DEBUG_WRITE_DELAY="0.003")
     proc = subprocess.Popen([sys.executable, "-m", "trajviz.cli", "record", str(cfg), "-o", str(out),
                              "-q"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
@@ -139,7 +139,7 @@ def test_sigkill_mid_run_leaves_a_readable_file_and_resume_finishes(tmp_path, ti
 
 def test_divergence_with_few_resamples_prints_its_table(tmp_path, tiny_config, capsys):
     """Regression: a bootstrap too small for an interval printed a traceback."""
-    from trajviz.train import record_experiment
+    from trajviz.training.runner import record_experiment
 
     path = record_experiment(tiny_config, tmp_path / "t.h5")
     assert main(["divergence", str(path), "--n-boot", "2", "-o", str(tmp_path / "d.json"), "-q"]) == 0
@@ -148,7 +148,7 @@ def test_divergence_with_few_resamples_prints_its_table(tmp_path, tiny_config, c
 
 def test_output_piped_into_a_closed_pipe_ends_quietly(tmp_path, tiny_config):
     """`trajviz info FILE --runs | head -1` must not print a BrokenPipeError traceback."""
-    from trajviz.train import record_experiment
+    from trajviz.training.runner import record_experiment
 
     path = record_experiment(tiny_config, tmp_path / "t.h5")
     proc = subprocess.Popen([sys.executable, "-m", "trajviz.cli", "info", "--runs", str(path)],

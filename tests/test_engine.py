@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from trajviz.config import PretrainConfig, TrainConfig, config_from_dict
-from trajviz.engine import BackgroundWriter, DeferredRun, FinetuneStep, SDAEStep
+from trajviz.record.background import BackgroundWriter, DeferredRun
+from trajviz.training.fast import FinetuneStep, SDAEStep
 from trajviz.errors import ConfigError
-from trajviz.nets import StackedMLP
-from trajviz.pretrain import pretrain_sdae
+from trajviz.training.nets import StackedMLP
+from trajviz.training.sdae import pretrain_sdae
 from trajviz.store import ExperimentFile
-from trajviz.train import finetune, record_experiment, run_streams
+from trajviz.training.runner import finetune, record_experiment, run_streams
 
 SIZES = [20, 16, 12, 5]
 
@@ -123,7 +124,7 @@ def test_same_seed_same_numbers_on_rerun():
 def test_step_and_grouped_run_equal_autograd_float64(group_bytes, batch):
     """Single updates and grouped runs of updates (one net at a time, the default grouping,
     all nets together) make the reference's updates (finetune_loss + autograd)."""
-    from trajviz.train import finetune_loss
+    from trajviz.training.runner import finetune_loss
 
     x, y = _data(torch.float64)
     stepped, grouped, ref = (_net([0, 1, 2], torch.float64) for _ in range(3))
@@ -203,7 +204,7 @@ def test_sdae_fast_close_to_autograd_float32():
 
 
 def test_sdae_step_returns_the_reference_loss():
-    from trajviz.pretrain import sdae_loss
+    from trajviz.training.sdae import sdae_loss
 
     g = torch.Generator().manual_seed(1)
     w = torch.randn(2, 6, 4, generator=g, dtype=torch.float64)

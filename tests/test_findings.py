@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from trajviz.errors import ConfigError
-from trajviz.findings import (FINDINGS, INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, bootstrap,
+from trajviz.reproduce.findings import (FINDINGS, INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, bootstrap,
                               curves_on_grid, evaluate_finding, log_sd_ratio, log_spread_ratio,
                               mean_curve_gap, median_contrast, min_log_separation, parse_only,
                               same_cost_grid, separation_ratio, verdict)
@@ -190,7 +190,7 @@ def test_analysis_side_does_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys, trajviz.findings, trajviz.report, trajviz.plots.studies, "
+    code = ("import sys, trajviz.reproduce.findings, trajviz.reproduce.report, trajviz.plots.studies, "
             "trajviz.reproduce.figures, trajviz.reproduce.results; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -167,7 +167,7 @@ def _digest(path: Path) -> str | None:
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
     from trajviz.config import config_from_dict
-    from trajviz.train import record_experiment
+    from trajviz.training.runner import record_experiment
 
     cfg = {"name": "base", "seeds": [0, 1],
            "dataset": {"name": "shapeset", "n_train": 60, "n_valid": 20, "n_test": 24},
@@ -192,7 +192,7 @@ def _commands(path: Path, work: Path) -> dict[str, list[str]]:
     }
 
 
-SERVER_WARM = ("trajviz.cli", "trajviz.info", "trajviz.project", "trajviz.metrics",
+SERVER_WARM = ("trajviz.cli", "trajviz.store.summary", "trajviz.trajectories.embedding", "trajviz.trajectories.divergence",
                "trajviz.landscape")
 
 

@@ -20,10 +20,10 @@ from trajviz.landscape import directions as dirs
 from trajviz.landscape import scan as scan_mod
 from trajviz.landscape.hessian import hutchinson_trace, hvp_operator, lanczos_top, power_iteration
 from trajviz.landscape.params import ParamLayout, PointEvaluator, mean_nll
-from trajviz.nets import mlp_module
+from trajviz.training.nets import mlp_module
 from trajviz.record import Recorder
 from trajviz.store import DIVERGED, ExperimentFile, LandscapeFile
-from trajviz.train import record_experiment
+from trajviz.training.runner import record_experiment
 
 from conftest import TINY
 

@@ -1,4 +1,4 @@
-"""Divergence measures (trajviz.metrics) on planted trajectories."""
+"""Divergence measures (trajviz.trajectories.divergence) on planted trajectories."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from synthetic_trajectories import diverging_group, two_groups, write_experiment
 
 from trajviz.cli import main
-from trajviz.metrics import (divergence_table, divergence_time, knn_accuracy,
+from trajviz.trajectories.divergence import (divergence_table, divergence_time, knn_accuracy,
                              pairwise_rms_distances, spread)
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from conftest import generators as gens
-from trajviz.nets import StackedMLP, layer_sizes, mlp_module
+from trajviz.training.nets import StackedMLP, layer_sizes, mlp_module
 
 
 def test_init_ranges_and_zero_biases():

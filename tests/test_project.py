@@ -1,4 +1,4 @@
-"""Joint embeddings (trajviz.project, trajviz.embedders), the embedding file, the trajectory
+"""Joint embeddings (trajviz.trajectories.embedding, trajviz.trajectories.embedders), the embedding file, the trajectory
 plot and the CLI subcommands project / plot trajectories."""
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ from synthetic_trajectories import two_groups, write_experiment
 
 from trajviz.cli import main
 from trajviz.errors import ConfigError, FormatError, ProbeSetMismatchError
-from trajviz.project import (Embedding, StreamingPCA, embed, open_experiments, parse_checkpoints,
-                             reduce_checkpoints, represent, select)
+from trajviz.trajectories import (Embedding, StreamingPCA, embed, open_experiments,
+                                  parse_checkpoints, represent, select)
+from trajviz.trajectories.pca import reduce_checkpoints
 
 
 def knn_group_accuracy(coords: np.ndarray, group: np.ndarray, k: int = 5) -> float:
-    from trajviz.metrics import knn_accuracy, pairwise_rms_distances
+    from trajviz.trajectories.divergence import knn_accuracy, pairwise_rms_distances
 
     return knn_accuracy(pairwise_rms_distances(coords, 1), group, k)
 
@@ -130,7 +131,7 @@ def test_isomap_raises_neighbours_until_connected(tmp_path):
     emb = embed([path], method="isomap", params={"n_neighbors": 2})
     p = emb.attrs["params"]
     assert p["n_neighbors_requested"] == 2 and p["n_neighbors"] > 2
-    from trajviz.embedders import connected_n_neighbors
+    from trajviz.trajectories.embedders import connected_n_neighbors
 
     assert connected_n_neighbors(emb.features, 2) == p["n_neighbors"]
 

@@ -17,12 +17,12 @@ from trajviz.cli import main
 from trajviz.config import (PRETRAIN_METHODS, ConfigError, PretrainConfig, config_from_dict,
                             load_config, parse_method, show_defaults)
 from trajviz.data import mnist
-from trajviz.initialization import PRETRAINERS, apply_method, histogram_init, method_attrs
-from trajviz.nets import StackedMLP
-from trajviz.rbm import cd_step, pretrain_rbm, reconstruction_error
-from trajviz.selection import BestCheckpoint, select_from_metrics
+from trajviz.training.initialization import PRETRAINERS, apply_method, histogram_init, method_attrs
+from trajviz.training.nets import StackedMLP
+from trajviz.training.rbm import cd_step, pretrain_rbm, reconstruction_error
+from trajviz.training.selection import BestCheckpoint, select_from_metrics
 from trajviz.store import ExperimentFile
-from trajviz.train import finetune, finetune_loss, record_experiment, run_streams
+from trajviz.training.runner import finetune, finetune_loss, record_experiment, run_streams
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_CONFIGS = ["mnist_sdae", "mnist_rbm", "histogram_init", "partial_pretrain",

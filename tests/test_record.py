@@ -79,7 +79,7 @@ def test_info_flags_groups_still_on_the_chance_plateau(tmp_path, capsys):
     """A group whose runs end at train NLL ~ ln C gets a note; a group that learned does not."""
     import json
 
-    from trajviz.info import summarize
+    from trajviz.store.summary import summarize
 
     x = torch.rand(20, 3)
     model = nn.Linear(3, 2)

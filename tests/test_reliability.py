@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from trajviz.errors import FileLockedError, StoreWriteError
-from trajviz.lock import OWNER_LEN, WriteSession, journal_path, read_hot_journal
+from trajviz.store.journal import OWNER_LEN, WriteSession, journal_path, read_hot_journal
 from trajviz.store import ExperimentFile, ExperimentWriter, LandscapeFile, LandscapeWriter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -459,8 +459,8 @@ def test_a_diverged_net_stops_while_the_others_train_exactly_as_alone():
     import torch
 
     from trajviz.config import TrainConfig
-    from trajviz.nets import StackedMLP
-    from trajviz.train import finetune, run_streams
+    from trajviz.training.nets import StackedMLP
+    from trajviz.training.runner import finetune, run_streams
 
     x = torch.as_tensor(np.random.default_rng(0).normal(size=(40, 5)), dtype=torch.float32)
     y = torch.as_tensor(np.arange(40) % 2)
@@ -488,8 +488,8 @@ def test_a_diverged_net_stops_while_the_others_train_exactly_as_alone():
 
 def test_a_huge_learning_rate_is_flagged_diverged_and_info_shows_it(tmp_path, tiny_dict):
     from trajviz.config import config_from_dict
-    from trajviz.info import summarize
-    from trajviz.train import record_experiment
+    from trajviz.store.summary import summarize
+    from trajviz.training.runner import record_experiment
 
     tiny_dict.update(seeds=[0])
     tiny_dict["pretrain"].update(methods=["none"])

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import math
 
-from trajviz.findings import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, FindingResult
-from trajviz.report import ReportMeta, format_value, plain_statement, write_report
+from trajviz.reproduce.findings import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, FindingResult
+from trajviz.reproduce.report import ReportMeta, format_value, plain_statement, write_report
 
 
 def _res(fid, verdict, value, lo, hi, **kw):

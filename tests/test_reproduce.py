@@ -16,7 +16,7 @@ import pytest
 
 from trajviz.cli import main
 from trajviz.errors import ConfigError
-from trajviz.findings import FINDINGS, VERDICTS
+from trajviz.reproduce.findings import FINDINGS, VERDICTS
 from trajviz.reproduce import reproduce
 from trajviz.reproduce.figures import FIGURES
 from trajviz.reproduce.studies import load_studies, parse_study

@@ -3,8 +3,8 @@ import torch
 from conftest import generators as gens
 from trajviz.config import DatasetConfig, PretrainConfig
 from trajviz.data import load_dataset
-from trajviz.nets import StackedMLP
-from trajviz.pretrain import mask_noise, pretrain_sdae
+from trajviz.training.nets import StackedMLP
+from trajviz.training.sdae import mask_noise, pretrain_sdae
 
 
 def test_masking_noise_zeroes_a_fixed_size_subset():

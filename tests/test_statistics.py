@@ -1,4 +1,4 @@
-"""The bootstrap of trajviz.statistics (scipy.stats.bootstrap, BCa): reference intervals, seeding,
+"""The bootstrap of trajviz.reproduce.statistics (scipy.stats.bootstrap, BCa): reference intervals, seeding,
 the undefined-resample contract, the fallbacks where BCa is undefined, and bias correction."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from trajviz.errors import ConfigError
-from trajviz.statistics import (MAX_NAN_FRACTION, bootstrap, bootstrap_interval,
+from trajviz.reproduce.statistics import (MAX_NAN_FRACTION, bootstrap, bootstrap_interval,
                                 median_contrast, min_log_separation)
 
 

@@ -3,7 +3,7 @@ import pytest
 
 from trajviz.config import TrainConfig, config_from_dict
 from trajviz.store import ExperimentFile
-from trajviz.train import checkpoint_steps, record_experiment, run_id
+from trajviz.training.runner import checkpoint_steps, record_experiment, run_id
 
 
 def test_checkpoint_schedule():

@@ -184,7 +184,7 @@ class EngineConfig:
     device: str = _f("cpu", "torch device: 'cpu', 'cuda', 'cuda:1', or 'auto' (CUDA when available)")
     nets_per_batch: int = _f(16, "nets trained together in one batched pass", lo=1)
     dtype: str = _f("float32", "floating-point type of training", choices=("float32", "float64"))
-    backend: str = _f("fast", "SGD steps: 'fast' (hand-derived fused updates, trajviz/engine.py) "
+    backend: str = _f("fast", "SGD steps: 'fast' (hand-derived fused updates, trajviz/training/fast.py) "
                       "or 'autograd' (the reference; same numbers up to rounding)",
                       choices=("fast", "autograd"))
 
@@ -277,13 +277,18 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
-def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+def set_dotted(data: dict[str, Any], key: str, value: Any, *, where: str,
+               error: type[ConfigError] = ConfigError) -> None:
+    """Set ``data["a"]["b"]["c"] = value`` for ``key = "a.b.c"``, creating tables on the way.
+
+    A part of the key that names a non-table value raises ``error`` prefixed by ``where`` (the
+    place the key came from, e.g. ``"--set"`` or ``"[sweep]"``)."""
     parts = key.split(".")
     node = data
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {key}: {part!r} is not a table")
+            raise error(f"{where} {key!r}: {part!r} is not a table")
         node = child
     node[parts[-1]] = value
 
@@ -306,7 +311,7 @@ def config_from_dict(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> 
     merged = json.loads(json.dumps(data))  # deep copy; TOML values are all JSON-representable
     for text in overrides:
         key, value = parse_override(text)
-        _set_dotted(merged, key, value)
+        set_dotted(merged, key, value, where="--set")
     cfg = _build(ExperimentConfig, merged, "")
     _check_across(cfg)
     return cfg

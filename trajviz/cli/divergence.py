@@ -23,7 +23,7 @@ examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from trajviz.project import REPRESENTATIONS
+    from trajviz.trajectories.embedding import REPRESENTATIONS
 
     p = sub.add_parser("divergence", help="spread, centroid distance, k-NN separability and "
                                           "divergence time of trajectories",
@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from trajviz.errors import ConfigError, OutputExistsError
-    from trajviz.metrics import divergence_table
+    from trajviz.trajectories.divergence import divergence_table
 
     output = args.output or args.files[0].with_suffix(".divergence.json")
     if output.suffix.lower() not in (".json", ".csv"):

@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trajviz.info import summarize
+    from trajviz.store.summary import summarize
 
     summary = summarize(args.file)
     print(summary.format(runs=args.runs))

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from trajviz.cli.plot import check_output, save_figure
     from trajviz.errors import ConfigError
     from trajviz.plots.trajectories import plot_trajectories
-    from trajviz.project import Embedding
+    from trajviz.trajectories.embedding import Embedding
 
     check_output(args.output, args.overwrite)
     emb = Embedding.load(args.embedding)

@@ -36,7 +36,7 @@ examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from trajviz.project import METHODS, REPRESENTATIONS
+    from trajviz.trajectories.embedding import METHODS, REPRESENTATIONS
 
     p = sub.add_parser("project", help="embed checkpoints of many runs jointly (t-SNE, ISOMAP, UMAP, PCA)",
                        description=DESCRIPTION, formatter_class=HelpFormatter)
@@ -80,7 +80,7 @@ def _params(items: list[str]) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     from trajviz.errors import OutputExistsError
-    from trajviz.project import Embedding, embed
+    from trajviz.trajectories.embedding import Embedding, embed
 
     if args.output.exists() and not args.overwrite:
         raise OutputExistsError(f"{args.output} exists; pass --overwrite to replace it")

@@ -48,14 +48,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from trajviz.config import load_config
-    from trajviz.train import record_experiment
+    from trajviz.training.runner import record_experiment
 
     cfg = load_config(args.config, args.overrides)
     output = args.output or Path("runs") / f"{cfg.name}.h5"
     mode = "resume" if args.resume else "overwrite" if args.overwrite else "create"
     record_experiment(cfg, output, mode=mode, progress=not args.quiet)
     if not args.quiet:
-        from trajviz.info import summarize
+        from trajviz.store.summary import summarize
 
         print(summarize(output).format())
     print(f"wrote {output}", file=sys.stderr) if not args.quiet else None

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                     seed=args.seed, n_boot=args.n_boot, figures=not args.no_figures,
                     progress=not args.quiet, command=command.strip())
     if not args.quiet:
-        from trajviz.report import format_value
+        from trajviz.reproduce.report import format_value
 
         for f in res.findings:
             print(f"{f.id:<4} {f.verdict:<15} {format_value(f)} {f.unit}")

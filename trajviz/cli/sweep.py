@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(result.format(), file=sys.stderr)
         if result.gathered:
-            from trajviz.info import summarize
+            from trajviz.store.summary import summarize
 
             print(summarize(result.output).format())
     if result.failed:

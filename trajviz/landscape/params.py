@@ -1,7 +1,7 @@
 """Flat parameter vectors of the studies' MLPs, and the batched evaluation of many points
 ``theta + C @ D`` (one coefficient row per point) in one pass.
 
-A net's parameters are handled as one flat vector (P,): the :func:`~trajviz.nets.mlp_module`
+A net's parameters are handled as one flat vector (P,): the :func:`~trajviz.training.nets.mlp_module`
 state-dict arrays ("0.weight" (out, in), "0.bias" (out,), "2.weight", ...) concatenated in layer
 order, weight before bias. Directions are vectors of the same layout.
 """
@@ -31,7 +31,7 @@ class ParamLayout:
 
     @classmethod
     def from_state(cls, state: Mapping[str, np.ndarray]) -> "ParamLayout":
-        """The layout of a :func:`~trajviz.nets.mlp_module` state dict."""
+        """The layout of a :func:`~trajviz.training.nets.mlp_module` state dict."""
         def key(name: str) -> tuple[int, int]:
             layer, _, kind = name.partition(".")
             if not layer.isdigit() or kind not in ("weight", "bias"):

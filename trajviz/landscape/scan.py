@@ -28,7 +28,7 @@ from trajviz.landscape.params import ParamLayout, PointEvaluator
 from trajviz.landscape.results import LandscapeResult, load_result
 from trajviz.progress import progress_bar
 from trajviz.store import COMPLETE, DIVERGED, ExperimentFile, LandscapeWriter
-from trajviz.train import resolve_device
+from trajviz.training.runner import resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ def plot_trajectories(ax: Any, embedding: Any, *, groups: Sequence[str] | None =
                       markers: bool = True, legend: bool = True, colorbar: bool = True,
                       point_size: float = 7.0, line_width: float = 0.5,
                       line_alpha: float = 0.35) -> Any:
-    """Draw the trajectories of ``embedding`` (a :class:`trajviz.project.Embedding`) on ``ax``.
+    """Draw the trajectories of ``embedding`` (a :class:`trajviz.trajectories.embedding.Embedding`) on ``ax``.
 
     ``groups``: which groups and in which order (default: all, in order of appearance);
     ``cmaps``: matplotlib colour-map names, one per group (default :data:`GROUP_CMAPS`).

@@ -3,8 +3,9 @@
 :func:`reproduce` reads the study files (runs/studies/*.toml, :mod:`.studies`), records whatever
 results are missing (:mod:`.run`; finished runs are not redone), runs the landscape scans F9
 needs (:mod:`.landscape`), computes each finding's statistic, interval and verdict
-(:mod:`trajviz.findings`), draws the figures (:mod:`.figures`) and writes the report
-(:mod:`trajviz.report`). Output layout under ``output``::
+(:mod:`.findings`, with the bootstrap and verdict rule of :mod:`.statistics`; the studies'
+results read by :mod:`.results`), draws the figures (:mod:`.figures`) and writes the report
+(:mod:`.report`). Output layout under ``output``::
 
     results/<study>/<setting>.h5             one trajviz file per study setting
     results/landscape/<setting>.landscape.h5 F9's scans
@@ -53,8 +54,8 @@ def reproduce(*, profile: str = "quick", only: str | Sequence[str] | None = None
     and the embeddings. Returns a :class:`ReproduceResult`.
     """
     from trajviz import __version__
-    from trajviz.findings import FINDINGS, evaluate_finding, parse_only
-    from trajviz.report import ReportMeta, write_report
+    from trajviz.reproduce.findings import FINDINGS, evaluate_finding, parse_only
+    from trajviz.reproduce.report import ReportMeta, write_report
     from trajviz.reproduce.results import read_results
     from trajviz.reproduce.run import needed_studies, run_missing
 

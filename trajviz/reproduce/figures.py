@@ -88,7 +88,7 @@ def fig_error_histograms(ctx: FigureContext) -> Any:
 
 
 def fig_nll_curves(ctx: FigureContext) -> Any:
-    from trajviz.findings import run_curves
+    from trajviz.reproduce.findings import run_curves
     from trajviz.plots.studies import nll_curves
 
     r = ctx.results["depth"]
@@ -190,7 +190,7 @@ def fig_landscape(ctx: FigureContext) -> Any:
 
 
 def fig_spread(ctx: FigureContext) -> Any:
-    from trajviz.findings import spread
+    from trajviz.reproduce.findings import spread
     from trajviz.plots.studies import method_color, method_label
 
     r = ctx.results["depth"]
@@ -210,11 +210,11 @@ def fig_spread(ctx: FigureContext) -> Any:
 
 
 def trajectory_embedding(ctx: FigureContext, method: str) -> Any:
-    """The joint embedding (trajviz.project.embed) of all checkpoints of the trajectory study's
+    """The joint embedding (trajviz.trajectories.embedding.embed) of all checkpoints of the trajectory study's
     runs, cached in ``ctx`` so figures and animation share it."""
     key = f"embedding:{method}"
     if key not in ctx.cache:
-        from trajviz.project import embed
+        from trajviz.trajectories.embedding import embed
 
         r = ctx.results["trajectories"]
         s = r.setting_ids()[0]
@@ -249,7 +249,7 @@ def fig_trajectories_umap(ctx: FigureContext) -> Any:
 
 
 def fig_separation(ctx: FigureContext) -> Any:
-    from trajviz.findings import separation_ratio
+    from trajviz.reproduce.findings import separation_ratio
     from trajviz.plots.studies import separation
 
     r = ctx.results["trajectories"]

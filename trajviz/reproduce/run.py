@@ -1,6 +1,6 @@
 """Recording whatever results of the studies are missing; finished runs are never redone.
 
-Each setting of a study is one HDF5 file, recorded by :func:`trajviz.train.record_experiment` in
+Each setting of a study is one HDF5 file, recorded by :func:`trajviz.training.runner.record_experiment` in
 ``resume`` mode: complete runs are kept, unfinished ones (an interrupted reproduce) redone.
 """
 
@@ -37,7 +37,7 @@ class SettingRun:
 
 
 def expected_run_ids(setting: Setting) -> set[str]:
-    """Run ids the setting's config plans (``<method>-seed<seed>``, as trajviz.train names them)."""
+    """Run ids the setting's config plans (``<method>-seed<seed>``, as trajviz.training.runner names them)."""
     cfg = setting.config
     assert cfg is not None
     return {f"{m}-seed{s}" for m in cfg.pretrain.methods for s in cfg.seeds}
@@ -58,7 +58,7 @@ def is_complete(setting: Setting, results_dir: Path) -> bool:
 def run_missing(studies: Iterable[Study], results_dir: str | Path, *,
                 progress: bool = False) -> list[SettingRun]:
     """Record every setting of ``studies`` whose file lacks some of its runs."""
-    from trajviz.train import record_experiment  # torch: only when something may train
+    from trajviz.training.runner import record_experiment  # torch: only when something may train
 
     results_dir = Path(results_dir)
     timings = _load_timings(results_dir)

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from trajviz.config import ExperimentConfig, config_from_dict, read_toml
+from trajviz.config import ExperimentConfig, config_from_dict, read_toml, set_dotted
 from trajviz.errors import ConfigError
 
 PROFILES = ("quick", "full")
@@ -97,18 +97,6 @@ def _expand(value: Any, where: str) -> Any:
     return value
 
 
-def _set_dotted(data: dict[str, Any], key: str, value: Any, where: str) -> None:
-    value = _expand(value, where)
-    parts = key.split(".")
-    node = data
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"{where}: {key!r}: {part!r} is not a table")
-        node = child
-    node[parts[-1]] = copy.deepcopy(value)
-
-
 def _apply(data: dict[str, Any], overrides: Any, where: str) -> None:
     if overrides is None:
         return
@@ -116,7 +104,7 @@ def _apply(data: dict[str, Any], overrides: Any, where: str) -> None:
         raise ConfigError(f"{where}: 'set' must be a table of dotted keys, e.g. "
                           "{ \"model.depth\" = 2 }")
     for key, value in overrides.items():
-        _set_dotted(data, key, value, where)
+        set_dotted(data, key, copy.deepcopy(_expand(value, where)), where=f"{where}:")
 
 
 def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:

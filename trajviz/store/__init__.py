@@ -4,7 +4,7 @@ documented in docs/format.md; bump ``FORMAT_VERSION`` on any breaking change.
 Write side: :class:`ExperimentWriter` (one per file) hands out :class:`RunWriter` objects that
 append checkpoints; :class:`LandscapeWriter` writes landscape scans row by row. Every change (an
 append, a run start, a row, an attribute) is one transaction of a rollback journal
-(:mod:`trajviz.lock`), so a process killed at any moment, even inside an HDF5 write, leaves the
+(:mod:`trajviz.store.journal`), so a process killed at any moment, even inside an HDF5 write, leaves the
 file as the last complete change left it (docs/reliability.md). Read side:
 :class:`ExperimentFile` (and :class:`LandscapeFile`), which may read while a writer writes;
 :class:`ExperimentFile` validates what it reads, and turns any read failure into a
@@ -12,6 +12,9 @@ file as the last complete change left it (docs/reliability.md). Read side:
 
 Submodules, one per concern (everything is re-exported here; import from ``trajviz.store``):
 
+* :mod:`trajviz.store.journal`: the rollback journal (:class:`~trajviz.store.journal.WriteSession`,
+  recovery, :class:`~trajviz.store.journal.RolledBackView` for readers);
+  :mod:`trajviz.store.lock`: the advisory locks.
 * :mod:`trajviz.store.journaled`: :class:`JournaledWriter`, the base of both writers: the
   session, one transaction per change, rollback and the one-line error of a failed write, the
   queue of changes while readers hold the file.
@@ -23,6 +26,8 @@ Submodules, one per concern (everything is re-exported here; import from ``trajv
 * :mod:`trajviz.store.gather`: :class:`ShardSource`, :func:`gather`, :func:`read_root_attrs`.
 * :mod:`trajviz.store.landscape`: :class:`LandscapeWriter`, :class:`LandscapeFile`.
 * :mod:`trajviz.store.embedding`: :func:`write_embedding`, :func:`read_embedding`.
+* :mod:`trajviz.store.summary`: :func:`summarize`, what ``trajviz info`` prints (not
+  re-exported: it needs the training package's checkpoint selection).
 """
 
 from trajviz.store.journaled import MAX_PENDING_BYTES, READER_WAIT_S, JournaledWriter

@@ -2,7 +2,7 @@
 
 Format constants, run status values, :func:`probe_sha256`; :class:`ExperimentWriter` (one per
 file) hands out :class:`RunWriter` objects that append checkpoints. Every change (an append, a
-run start, an attribute) is one transaction of a rollback journal (:mod:`trajviz.lock`), so a
+run start, an attribute) is one transaction of a rollback journal (:mod:`trajviz.store.journal`), so a
 process killed at any moment, even inside an HDF5 write, leaves the file as the last complete
 change left it (docs/reliability.md). Also the private helpers the other submodules use.
 """
@@ -218,7 +218,7 @@ class ExperimentWriter(JournaledWriter):
     same probe set (and creates it if absent); ``"overwrite"`` replaces it.
 
     Crash safety (docs/reliability.md): every change is a transaction of a rollback journal
-    (:mod:`trajviz.lock`), so a process killed at any moment leaves the file as it was after
+    (:mod:`trajviz.store.journal`), so a process killed at any moment leaves the file as it was after
     the last complete change, and the next writer rolls back the unfinished one. A second
     writer is refused with :class:`~trajviz.errors.FileLockedError`. While readers
     (:class:`ExperimentFile`) hold the file, changes queue in memory (up to

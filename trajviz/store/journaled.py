@@ -2,7 +2,7 @@
 
 :class:`JournaledWriter` is the base of :class:`~trajviz.store.ExperimentWriter` and
 :class:`~trajviz.store.LandscapeWriter`. It opens the file through a
-:class:`~trajviz.lock.WriteSession` (session lock, recovery, journaled writes) and makes every
+:class:`~trajviz.store.journal.WriteSession` (session lock, recovery, journaled writes) and makes every
 change one transaction (:meth:`JournaledWriter._transaction`): a process killed at any moment,
 even inside an HDF5 write, leaves the file as its last complete change left it, and a change
 that fails (disk full) is rolled back in-process and reported in one line. While readers hold
@@ -23,7 +23,7 @@ import h5py
 
 from trajviz.errors import (FileLockedError, FormatError, OutputExistsError, StoreWriteError,
                             TrajvizError)
-from trajviz.lock import WriteSession
+from trajviz.store.journal import WriteSession
 
 log = logging.getLogger("trajviz.store")
 
@@ -35,7 +35,7 @@ READER_WAIT_S = 600.0
 
 class JournaledWriter:
     """Base of the store's writers: one h5py file (``self._f``) written through a
-    :class:`~trajviz.lock.WriteSession` (``self._session``), every change one transaction.
+    :class:`~trajviz.store.journal.WriteSession` (``self._session``), every change one transaction.
 
     A subclass calls :meth:`_start_session`, then :meth:`_create_file` or (after
     ``self._session.recover()``) :meth:`_open_file`, closing the session if either raises;

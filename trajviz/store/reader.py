@@ -16,7 +16,8 @@ import h5py
 import numpy as np
 
 from trajviz.errors import FormatError, TrajvizError
-from trajviz.lock import ReadLock, RolledBackView, read_hot_journal
+from trajviz.store.journal import RolledBackView, read_hot_journal
+from trajviz.store.lock import ReadLock
 from trajviz.store.experiment import (COMPLETE, DIVERGED, FORMAT, FORMAT_VERSION, RUNNING,
                                       _READ_ERRORS, _check_readable, _natural_key, _str_attr,
                                       check_format_attrs)

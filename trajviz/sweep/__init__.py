@@ -12,7 +12,7 @@ to lists of values::
     "pretrain.methods" = [["none"], ["sdae"]]   # a grid over a list-valued key: a list of lists
 
 The grid (every combination of the listed values, in file order) times the seeds expands into
-:class:`SweepJob` objects. A job is one :func:`trajviz.train.record_experiment` call on the base
+:class:`SweepJob` objects. A job is one :func:`trajviz.training.runner.record_experiment` call on the base
 config with the grid point's values and a single seed; it writes its own *shard*
 (``<shards>/<job key>.h5``), holding one run per pre-training method. When the jobs are done the
 shards are merged by :func:`trajviz.store.gather` into one experiment file in which

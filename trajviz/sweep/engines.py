@@ -63,7 +63,7 @@ def job_state(job: SweepJob, shard: Path) -> str:
             raise SweepError(f"shard {shard} was recorded with a different config ({diff}); "
                              "pass --overwrite to redo the sweep or choose another -o")
         # A shard only ever holds its own job's runs (one per method, this seed), and the
-        # config matches, so counting finished runs suffices; run naming stays train.py's.
+        # config matches, so counting finished runs suffices; run naming stays the runner's (trajviz.training.runner).
         finished = [i for i in f.runs() if i.status in (COMPLETE, DIVERGED) and i.seed == job.seed]
     return "complete" if len(finished) >= len(job.methods) else "partial"
 
@@ -91,7 +91,7 @@ def record_job(config_json: str, shard: str) -> None:
     """The default job task: record one job's experiment into its shard (resuming a partial one)."""
     import torch
 
-    from trajviz.train import record_experiment
+    from trajviz.training.runner import record_experiment
 
     if _WORKER_THREADS is not None:
         torch.set_num_threads(_WORKER_THREADS)  # N workers x all cores each would oversubscribe
@@ -146,7 +146,7 @@ class _Tracker:
 
 def _set_aside(shard: Path) -> None:
     """Keep an unreadable shard (never delete data) but out of the way of the retry."""
-    from trajviz.lock import journal_path
+    from trajviz.store.journal import journal_path
 
     n = 0
     while (aside := shard.with_name(f"{shard.name}.broken{n}")).exists():

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from trajviz.config import ExperimentConfig, config_from_dict, parse_override, read_toml
+from trajviz.config import ExperimentConfig, config_from_dict, parse_override, read_toml, set_dotted
 from trajviz.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -64,17 +64,6 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    node = data
-    parts = key.split(".")
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise SweepError(f"[sweep] {key!r}: {part!r} is not a config table")
-        node = child
-    node[parts[-1]] = value
-
-
 def sweep_from_dict(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> SweepSpec:
     """Split a sweep file's contents into base config and grid, and validate both.
 
@@ -93,7 +82,7 @@ def sweep_from_dict(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> S
         if key.startswith("sweep."):
             grid[key[len("sweep."):]] = value
         else:
-            _set_dotted(base, key, value)
+            set_dotted(base, key, value, where="[sweep]", error=SweepError)
     for key, values in grid.items():
         if key == "seeds":
             raise SweepError("[sweep] 'seeds': the seeds are the sweep's other axis; set the "
@@ -168,7 +157,7 @@ def expand(spec: SweepSpec) -> list[SweepJob]:
         labels.add(label)
         data = json.loads(json.dumps(spec.base))
         for key, value in point.items():
-            _set_dotted(data, key, value)
+            set_dotted(data, key, value, where="[sweep]", error=SweepError)
         for seed in base_cfg.seeds:
             data["seeds"] = [seed]
             try:

@@ -2,7 +2,7 @@
 95% confidence interval and a verdict computed from the data (docs/findings.md).
 
 Every statistic is defined so that the studies' claim predicts a *positive* value. Its interval
-is the BCa bootstrap over runs (:func:`~trajviz.statistics.bootstrap_interval`, by
+is the BCa bootstrap over runs (:func:`~trajviz.reproduce.statistics.bootstrap_interval`, by
 :func:`scipy.stats.bootstrap`): each cell (the runs of one setting and pre-training method) is
 resampled with replacement, independently, ``n_boot`` times, from a seeded generator; where BCa is
 undefined the percentile interval of the same resamples is used, and the finding's notes say so.
@@ -15,7 +15,7 @@ finding in the statistic's own unit:
 - **inconclusive**: otherwise (the interval holds 0 and reaches delta), or the statistic cannot
   be computed from the data (for example a group with no finished run).
 
-The statistics and the rule live in :mod:`trajviz.statistics`, the stored results
+The statistics and the rule live in :mod:`trajviz.reproduce.statistics`, the stored results
 arrive through :mod:`trajviz.reproduce.results`.
 """
 
@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from trajviz.errors import ConfigError
-from trajviz.statistics import (INCONCLUSIVE, MAX_NAN_FRACTION, NOT_REPRODUCED, REPRODUCED,  # noqa: F401
+from trajviz.reproduce.statistics import (INCONCLUSIVE, MAX_NAN_FRACTION, NOT_REPRODUCED, REPRODUCED,  # noqa: F401
                                 VERDICTS, Cells, bootstrap,
                                 bootstrap_interval, curves_on_grid, log_mean_ratio,
                                 log_sd_ratio, log_spread_ratio, mean_curve_gap, median_contrast,
@@ -389,8 +389,8 @@ def _f10(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingR
 
 def _divergence_notes(path: Any, details: list[dict[str, Any]], seed: int, n_boot: int) -> list[str]:
     """k-NN group accuracy per checkpoint (into ``details``) and each group's divergence time,
-    from :func:`trajviz.metrics.divergence_table` (docs there)."""
-    from trajviz.metrics import divergence_table
+    from :func:`trajviz.trajectories.divergence.divergence_table` (docs there)."""
+    from trajviz.trajectories.divergence import divergence_table
 
     table = divergence_table([path], groups=[NONE, SDAE], n_boot=min(n_boot, 1000), seed=seed)
     for row, acc in zip(details, table.knn_accuracy):
@@ -403,7 +403,7 @@ def _divergence_notes(path: Any, details: list[dict[str, Any]], seed: int, n_boo
             ci = "" if d.ci_low is None else f", 95% CI checkpoints {d.ci_low:.3g}-{d.ci_high:.3g}"
             ep = "" if d.epoch is None else f" (epoch {d.epoch:.3g})"
             notes.append(f"divergence time of {g}: checkpoint {d.checkpoint}{ep}{ci} "
-                         "(trajviz.metrics; the studies saw ~7 epochs)")
+                         "(trajviz.trajectories.divergence; the studies saw ~7 epochs)")
     return notes
 
 

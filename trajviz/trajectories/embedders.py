@@ -1,4 +1,4 @@
-"""Embedders for :mod:`trajviz.project`: each maps PCA features (M, d) to coordinates (M, dims),
+"""Embedders for :mod:`trajviz.trajectories.embedding`: each maps PCA features (M, d) to coordinates (M, dims),
 deterministically given a seed, and places new points into a fitted embedding.
 
 ``fit(method, X, dims=2, seed=0, params=None) -> (coords, fitted_params)``

@@ -1,4 +1,4 @@
-"""Greedy layer-wise unsupervised pre-training of a :class:`~trajviz.nets.StackedMLP`.
+"""Greedy layer-wise unsupervised pre-training of a :class:`~trajviz.training.nets.StackedMLP`.
 
 Stacked denoising autoencoders (Vincent et al., ICML 2008), as used by Erhan et al. (2009, 2010):
 layer l is trained to reconstruct its clean input from a masked copy, bottom layer first, each
@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from trajviz.config import PretrainConfig
-from trajviz.engine import BACKENDS, SDAEStep
+from trajviz.training.fast import BACKENDS, SDAEStep
 from trajviz.errors import ConfigError
-from trajviz.nets import StackedMLP, uniform_init
+from trajviz.training.nets import StackedMLP, uniform_init
 from trajviz.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def pretrain_sdae(net: StackedMLP, x: Tensor, cfg: PretrainConfig,
     noise and (untied) decoder init from ``generators[k]``. ``n_layers``: pre-train only the
     bottom ones (None = every hidden layer). Returns, per layer, the mean reconstruction loss of
     each epoch averaged over nets (for monitoring and tests). ``backend``: ``"fast"``
-    (:class:`trajviz.engine.SDAEStep`, hand-derived fused updates) or ``"autograd"`` (the
+    (:class:`trajviz.training.fast.SDAEStep`, hand-derived fused updates) or ``"autograd"`` (the
     reference); both draw the same randomness and compute the same updates.
     """
     if backend not in BACKENDS:
@@ -85,7 +85,7 @@ def pretrain_sdae(net: StackedMLP, x: Tensor, cfg: PretrainConfig,
         for _ in bar:
             perms = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(x.device)
             total, count = 0.0, 0
-            if fast is not None:  # the epoch's updates net-group by net-group (engine.py)
+            if fast is not None:  # the epoch's updates net-group by net-group (trajviz.training.fast)
                 idxs = [perms[:, s:s + cfg.batch_size] for s in range(0, n, cfg.batch_size)]
                 total = fast.run(x, idxs, list(zip(net.weights[:layer], net.biases[:layer])),
                                  lambda clean, part: mask_noise(clean, cfg.corruption,

@@ -2,7 +2,7 @@
 one's probe outputs and metrics at every checkpoint.
 
 Runs of one pre-training method train together, ``engine.nets_per_batch`` at a time, as one
-:class:`~trajviz.nets.StackedMLP`. Each run draws its randomness from streams derived from its
+:class:`~trajviz.training.nets.StackedMLP`. Each run draws its randomness from streams derived from its
 own seed alone, so a run gives the same numbers whatever other runs share its batch.
 """
 
@@ -19,13 +19,14 @@ import torch.nn.functional as F
 
 from trajviz.config import ExperimentConfig, TrainConfig
 from trajviz.data import Split, load_dataset
-from trajviz.engine import BACKENDS, BackgroundWriter, DeferredRun, FinetuneStep
+from trajviz.record.background import BackgroundWriter, DeferredRun
+from trajviz.training.fast import BACKENDS, FinetuneStep
 from trajviz.errors import ConfigError
-from trajviz.nets import StackedMLP, layer_sizes
-from trajviz.initialization import apply_method, method_attrs
+from trajviz.training.nets import StackedMLP, layer_sizes
+from trajviz.training.initialization import apply_method, method_attrs
 from trajviz.progress import progress_bar
 from trajviz.record import Recorder, RunRecorder
-from trajviz.selection import BestCheckpoint
+from trajviz.training.selection import BestCheckpoint
 from trajviz.store import DIVERGED, SPLITS
 
 log = logging.getLogger(__name__)
@@ -138,11 +139,11 @@ def finetune(net: StackedMLP, train: tuple[torch.Tensor, torch.Tensor], cfg: Tra
     masked to 0; its gradient is replaced by 0, since a diverged net's NaN times 0 is NaN), and
     training stops early once no net is active.
 
-    ``backend``: ``"fast"`` (:class:`trajviz.engine.FinetuneStep`: hand-derived gradients fused
+    ``backend``: ``"fast"`` (:class:`trajviz.training.fast.FinetuneStep`: hand-derived gradients fused
     into in-place updates) or ``"autograd"`` (the reference). Both see the same example order and
     compute the same updates; once some nets are inactive, the masked update uses autograd. The
     fast path collects the minibatches up to the next checkpoint and makes their updates in one
-    :meth:`~trajviz.engine.FinetuneStep.run` (nets are independent, so it may order the work
+    :meth:`~trajviz.training.fast.FinetuneStep.run` (nets are independent, so it may order the work
     net by net, which keeps each net's weights in cache).
     """
     if backend not in BACKENDS:
@@ -280,7 +281,7 @@ def _train_batch(cfg: ExperimentConfig, method: str, seeds: list[int], sizes: li
     apply_method(net, method, tensors["train"][0], cfg.pretrain, [st.pretrain for st in streams],
                  progress=progress, backend=cfg.engine.backend)
     alive = np.ones(len(seeds), dtype=bool)
-    best = BestCheckpoint(len(seeds))  # model selection on validation error (selection.py)
+    best = BestCheckpoint(len(seeds))  # model selection on validation error (trajviz.training.selection)
 
     def checkpoint(step: int, epoch: float) -> None:
         metrics = {}
@@ -309,7 +310,7 @@ def _train_batch(cfg: ExperimentConfig, method: str, seeds: list[int], sizes: li
                        **{name: float(v[k]) for name, v in metrics.items()})
         best.update(step, epoch, metrics, nets=alive)
 
-    # HDF5 writes go to a worker thread, off the training loop's critical path (engine.py);
+    # HDF5 writes go to a worker thread, off the training loop's critical path (trajviz.record.background);
     # leaving the block waits for them, so the batch's runs are on disk when it returns.
     with BackgroundWriter() as writer:
         runs = [None if run is None else DeferredRun(run, writer) for run in runs]

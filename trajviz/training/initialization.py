@@ -3,8 +3,8 @@
 A method spec (:class:`~trajviz.config.MethodSpec`, grammar in docs/config.md) names a base
 pre-training method and the studies' modifications of it:
 
-- ``BASE`` in ``none`` (random init only), ``sdae`` (:func:`~trajviz.pretrain.pretrain_sdae`),
-  ``rbm`` (:func:`~trajviz.rbm.pretrain_rbm`);
+- ``BASE`` in ``none`` (random init only), ``sdae`` (:func:`~trajviz.training.sdae.pretrain_sdae`),
+  ``rbm`` (:func:`~trajviz.training.rbm.pretrain_rbm`);
 - ``layers=K``: pre-train only the bottom K hidden layers (Erhan et al. 2010, sec. 7; F8 (b));
 - ``reinit=L,...``: pre-train every layer, then put hidden layers L back to their random initial
   weights and zero biases (Erhan et al. 2009, sec. 6, "pre-training only some layers"; F8 (a));
@@ -29,9 +29,9 @@ from torch import Tensor
 
 from trajviz.config import PRETRAIN_METHODS, MethodSpec, PretrainConfig, parse_method
 from trajviz.errors import ConfigError
-from trajviz.nets import StackedMLP
-from trajviz.pretrain import pretrain_sdae
-from trajviz.rbm import pretrain_rbm
+from trajviz.training.nets import StackedMLP
+from trajviz.training.sdae import pretrain_sdae
+from trajviz.training.rbm import pretrain_rbm
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ PRETRAINERS: dict[str, Callable[..., list[list[float]]]] = {
     "sdae": pretrain_sdae,
     "rbm": pretrain_rbm,
 }
-#: pre-trainers taking ``backend=`` (engine.backend: "fast" or "autograd"; trajviz/engine.py).
+#: pre-trainers taking ``backend=`` (engine.backend: "fast" or "autograd"; trajviz/training/fast.py).
 _HAS_FAST_PATH = {"sdae"}
 
 

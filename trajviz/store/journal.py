@@ -1,4 +1,4 @@
-"""Crash safety and concurrency of trajviz files: a rollback journal and two advisory locks.
+"""Crash safety of trajviz files: a rollback journal.
 
 The store (:mod:`trajviz.store`) writes an HDF5 file through :class:`WriteSession`, a file
 object that HDF5 reads and writes via h5py's ``fileobj`` driver. Every change to the file
@@ -18,14 +18,7 @@ the next writer (``--resume``) copies them back and truncates the file to the co
 touch the file; they read through :class:`RolledBackView`, which applies the rollback in memory.
 A write that fails (disk full, file-size limit) is rolled back the same way, in-process.
 
-Locks (``flock``, so they die with the process that holds them and never go stale):
-
-* the *session lock*: exclusive, on the journal file, held by a writer for as long as it has
-  the file open; a second writer fails at once with :class:`~trajviz.errors.FileLockedError`
-  naming the holder (pid, host, start time from the journal's owner block);
-* the *transaction lock*: on the HDF5 file itself; exclusive for a writer's transaction,
-  shared for a reader's whole session. A reader therefore always sees a committed state, and
-  a writer that finds readers present queues its changes in memory instead of waiting.
+Locks: :mod:`trajviz.store.lock`.
 
 Guarantees cover process death (SIGKILL, OOM kill, a failed write) while the machine stays
 up. They do not cover an operating-system crash or power loss unless ``durable=True`` (fsync of
@@ -46,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trajviz.errors import FileLockedError
+from trajviz.store.lock import pid_alive, try_flock
 
 log = logging.getLogger(__name__)
 
@@ -149,54 +143,6 @@ def read_hot_journal(path: str | Path) -> HotJournal | None:
     return parse_journal(data, size)
 
 
-# --------------------------------------------------------------------------- locks
-
-
-def _flock(fd: int, how: int, timeout: float | None, poll: float = 0.0005) -> bool:
-    """Take ``flock(how)`` on fd, polling until ``timeout`` seconds (None: forever, 0: once).
-    Returns False when it timed out. Filesystems without flock count as locked (logged).
-
-    Polls stay short (at most 2 ms apart): a busy writer leaves gaps of a few milliseconds
-    between its transactions, and a reader polling more slowly would rarely land in one."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fd, how | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            pass
-        except OSError as exc:
-            if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                log.debug("flock unsupported here (%s); proceeding without a lock", exc)
-                return True
-            raise
-        if deadline is not None and time.monotonic() >= deadline:
-            return False
-        time.sleep(poll)
-        poll = min(poll * 2, 0.002)
-
-
-class ReadLock:
-    """A reader's shared lock on an HDF5 file: waits (up to ``timeout`` s) for a writer's
-    transaction to end, then keeps writers from changing the file until :meth:`release`."""
-
-    def __init__(self, path: str | Path, timeout: float = 60.0):
-        self.path = Path(path)
-        self._fd = os.open(self.path, os.O_RDONLY)
-        try:
-            if not _flock(self._fd, fcntl.LOCK_SH, timeout):
-                raise FileLockedError(
-                    f"{self.path} stayed locked by a writer for {timeout:g} s; try again")
-        except BaseException:
-            os.close(self._fd)
-            raise
-
-    def release(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)  # closing the descriptor drops its flock
-            self._fd = -1
-
-
 class RolledBackView:
     """Read-only file object (for h5py's ``fileobj`` driver) showing a file as its interrupted
     transaction would leave it after rollback, without changing the file."""
@@ -293,12 +239,12 @@ class WriteSession:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(100):
             fd = os.open(self.journal, os.O_RDWR | os.O_CREAT, 0o644)
-            if not _flock(fd, fcntl.LOCK_EX, 0.5):
+            if not try_flock(fd, fcntl.LOCK_EX, 0.5):
                 owner = read_owner(os.pread(fd, OWNER_LEN, 0))
                 os.close(fd)
                 who = owner.describe() if owner else "another process"
                 hint = ""
-                if owner and owner.host == socket.gethostname() and not _pid_alive(owner.pid):
+                if owner and owner.host == socket.gethostname() and not pid_alive(owner.pid):
                     hint = (f" (pid {owner.pid} has exited, but a process it started still holds "
                             "the lock; stop that process)")
                 raise FileLockedError(
@@ -325,7 +271,7 @@ class WriteSession:
             return False
         fd = os.open(self.path, os.O_RDWR)
         try:
-            if not _flock(fd, fcntl.LOCK_EX, 600.0):
+            if not try_flock(fd, fcntl.LOCK_EX, 600.0):
                 raise FileLockedError(f"{self.path} has been held open by readers for 600 s; "
                                       "close them and try again")
             data = _read_all(self._jfd)
@@ -356,7 +302,7 @@ class WriteSession:
     def begin(self, block: bool = True, timeout: float | None = None) -> bool:
         """Start a transaction; False if readers hold the file and ``block`` is False."""
         assert not self._in_txn, "nested transaction"
-        if not _flock(self._fd, fcntl.LOCK_EX, (timeout if block else 0)):
+        if not try_flock(self._fd, fcntl.LOCK_EX, (timeout if block else 0)):
             return False
         self._committed = os.fstat(self._fd).st_size
         self._txn_no += 1
@@ -522,13 +468,3 @@ def _restore(fd: int, hot: HotJournal) -> None:
 def _read_all(fd: int) -> bytes:
     size = os.fstat(fd).st_size
     return os.pread(fd, size, 0) if size else b""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -4,7 +4,7 @@ start and stay apart; nets of one kind first move together, then diverge; pre-tr
 in a smaller region.
 
 Distance between two nets f, g at a checkpoint, in a representation r (see
-:func:`trajviz.project.represent`)::
+:func:`trajviz.trajectories.runs.represent`)::
 
     d(f, g) = sqrt( (1/N) * sum_n || r(f(x_n)) - r(g(x_n)) ||^2 )
 
@@ -51,7 +51,7 @@ import numpy as np
 
 from trajviz.errors import ConfigError
 from trajviz.progress import progress_bar
-from trajviz.project import open_experiments, represent, run_vectors, select
+from trajviz.trajectories.runs import open_experiments, represent, run_vectors, select
 from trajviz.store import ExperimentFile
 
 log = logging.getLogger(__name__)
@@ -275,7 +275,7 @@ def divergence_table(files: Sequence[str | Path], *, representation: str = "prob
                      checkpoints: str | slice | None = None, k: int = 5, tau: float = 0.1,
                      min_rise: float = 0.1, n_boot: int = 1000, seed: int = 0,
                      progress: bool = False) -> DivergenceTable:
-    """Divergence measures of the selected runs (selection rules: :func:`trajviz.project.select`;
+    """Divergence measures of the selected runs (selection rules: :func:`trajviz.trajectories.runs.select`;
     diverged runs left out). See the module docstring for every definition."""
     if not 0 < tau < 1:
         raise ConfigError(f"tau {tau}: must lie strictly between 0 and 1")

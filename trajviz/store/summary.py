@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from trajviz.errors import FormatError, TrajvizError
-from trajviz.selection import select_from_metrics
+from trajviz.training.selection import select_from_metrics
 from trajviz.store import ExperimentFile
 
 #: a run whose final train NLL is above ln(C) - CHANCE_MARGIN nats has not measurably beaten a
@@ -27,7 +27,7 @@ class GroupSummary:
     first_train_nll: list[float] = field(default_factory=list)
     final_train_nll: list[float] = field(default_factory=list)
     final_test_error: list[float] = field(default_factory=list)
-    #: model selection (selection.py): test error at the checkpoint of best validation error
+    #: model selection (trajviz.training.selection): test error at the checkpoint of best validation error
     test_error_at_best: list[float] = field(default_factory=list)
     best_epoch: list[float] = field(default_factory=list)
 

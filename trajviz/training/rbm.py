@@ -1,4 +1,4 @@
-"""Greedy layer-wise pre-training of a :class:`~trajviz.nets.StackedMLP` as a stack of RBMs (a DBN).
+"""Greedy layer-wise pre-training of a :class:`~trajviz.training.nets.StackedMLP` as a stack of RBMs (a DBN).
 
 Bernoulli-Bernoulli restricted Boltzmann machines trained by contrastive divergence (CD-k;
 Hinton, Neural Computation 14, 2002; Hinton, Osindero & Teh 2006), stacked greedily as in
@@ -6,7 +6,7 @@ Erhan et al. (JMLR 2010, sec. 4): RBM l models the mean-field hidden activations
 layers below it, and its weights and hidden biases initialize hidden layer l of the MLP. The
 visible biases are used only during pre-training.
 
-As in :mod:`trajviz.pretrain`, the K nets of the stack train together as batched matrix
+As in :mod:`trajviz.training.sdae`, the K nets of the stack train together as batched matrix
 products, and net k's randomness (example order, Gibbs samples) comes from ``generators[k]``
 alone, so a net's RBMs do not depend on which other nets share its batch.
 
@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from trajviz.config import PretrainConfig
-from trajviz.nets import StackedMLP
+from trajviz.training.nets import StackedMLP
 from trajviz.progress import progress_bar
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """The reproduction report: ``report.md`` and ``report.html`` (figures inline), and
-``findings.json``, from computed :class:`~trajviz.findings.FindingResult` objects.
+``findings.json``, from computed :class:`~trajviz.reproduce.findings.FindingResult` objects.
 
 The findings table has, per finding: the statistic that tests it, its value with the BCa
 bootstrap 95% interval, the studies' value where they give one, and the verdict computed by the
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from trajviz.findings import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, FindingResult
+from trajviz.reproduce.findings import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, FindingResult
 
 VERDICT_RULE = (
     "Each statistic is signed so that the studies' claim predicts a positive value. With "

@@ -1,7 +1,7 @@
 """Bootstrap intervals, the verdict rule, and the statistics that test the findings of Erhan et
 al. (2009, 2010): numpy functions on *cells*, arrays whose first axis indexes runs.
 
-:mod:`trajviz.findings` applies them to stored results; docs/findings.md states the rule.
+:mod:`trajviz.reproduce.findings` applies them to stored results; docs/findings.md states the rule.
 Statistic builders return a function ``cells -> float`` so :func:`bootstrap` can resample the
 cells and recompute it; the resampling and the BCa interval are :func:`scipy.stats.bootstrap`'s.
 """

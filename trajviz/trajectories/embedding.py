@@ -1,0 +1,269 @@
+"""Joint embeddings of function-space trajectories: the picture of F10 in [A] (Erhan et al. 2009,
+Fig. 6-7) and [J] (Erhan et al. 2010, Fig. 8-9).
+
+A *point* is one net at one checkpoint, represented by its outputs on the whole probe set,
+flattened into one vector of N x C numbers (N probe examples, C classes). All selected points of
+all selected runs, from one or several trajviz files that share a probe set, are embedded jointly.
+
+Pipeline: read checkpoint by checkpoint from HDF5 -> representation
+(:func:`trajviz.trajectories.runs.represent`) -> streaming PCA to ``pca_dims`` dimensions
+(:class:`trajviz.trajectories.pca.StreamingPCA`; memory O(batch x N x C), never
+O(points x N x C)) -> a 2-D or 3-D embedder (:data:`METHODS`) -> quality figures.
+
+Public API
+----------
+``embed(files, *, method="tsne", representation="probs", dims=2, pca_dims=50, groups=None,
+where=None, checkpoints=None, seed=0, params=None, progress=False) -> Embedding``
+    Embed the selected checkpoints jointly.
+``Embedding``
+    Coordinates plus per-point labels (run, step, group, epoch, ...); ``save(path)``,
+    ``Embedding.load(path)`` (format: docs/format.md, "Embedding files"), and
+    ``add(files, ...) -> Embedding``: place new runs or checkpoints into an existing embedding
+    without moving the old points (PCA, ISOMAP, UMAP, t-SNE via openTSNE).
+Run selection (``select``, ``represent``, ``parse_checkpoints``, ``open_experiments``) lives in
+:mod:`trajviz.trajectories.runs`, streaming PCA in :mod:`trajviz.trajectories.pca`.
+
+Nothing here imports torch. Embedders live in :mod:`trajviz.trajectories.embedders`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from trajviz.errors import ConfigError, FormatError, ProbeSetMismatchError
+from trajviz.store import ExperimentFile, read_embedding, write_embedding
+from trajviz.trajectories.pca import StreamingPCA, reduce_checkpoints
+from trajviz.trajectories.runs import (REPRESENTATIONS, SelectedRun, iter_checkpoint_vectors,
+                                      open_experiments, select)
+
+log = logging.getLogger(__name__)
+
+#: embedding methods
+METHODS = ("tsne", "isomap", "umap", "pca")
+
+
+@dataclass
+class Embedding:
+    """Joint embedding of checkpoints. Arrays have one row per point (M rows).
+
+    ``coords`` (M, dims); ``run``, ``group`` (M,) str; ``step``, ``checkpoint`` (M,) int (SGD
+    step, index within the run); ``epoch`` (M,) float; ``source`` (M,) int index into
+    ``attrs["sources"]``; ``added`` (M,) bool, True for points placed by :meth:`add`.
+    ``features`` (M, d) PCA features and ``pca`` are kept so points can be added later.
+    """
+
+    coords: np.ndarray
+    run: np.ndarray
+    step: np.ndarray
+    group: np.ndarray
+    epoch: np.ndarray
+    checkpoint: np.ndarray
+    source: np.ndarray
+    added: np.ndarray
+    attrs: dict[str, Any] = field(default_factory=dict)
+    features: np.ndarray | None = None
+    pca: StreamingPCA | None = None
+
+    @property
+    def method(self) -> str:
+        return str(self.attrs.get("method", ""))
+
+    @property
+    def groups(self) -> list[str]:
+        """Group names in order of first appearance."""
+        return list(dict.fromkeys(self.group.tolist()))
+
+    def trajectories(self) -> Iterator[tuple[str, str, np.ndarray]]:
+        """(group, run label, point indices ordered by step) for each run."""
+        keys = list(dict.fromkeys(zip(self.source.tolist(), self.run.tolist())))
+        for src, run in keys:
+            idx = np.flatnonzero((self.source == src) & (self.run == run))
+            idx = idx[np.argsort(self.step[idx], kind="stable")]
+            label = run if len(self.attrs.get("sources", [])) <= 1 else f"{src}:{run}"
+            yield str(self.group[idx[0]]), label, idx
+
+    # --- persistence
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the embedding file (docs/format.md, "Embedding files")."""
+        extra: dict[str, np.ndarray] = {}
+        if self.features is not None:
+            extra["features"] = self.features.astype(np.float32)
+        if self.pca is not None:
+            extra["pca/mean"] = self.pca.mean_.astype(np.float32)
+            extra["pca/components"] = self.pca.components_.astype(np.float32)
+            extra["pca/explained_variance_ratio"] = self.pca.explained_variance_ratio_
+        write_embedding(path, self.coords, self.run, self.step, self.group, attrs=self.attrs,
+                        points={"epoch": self.epoch, "checkpoint": self.checkpoint,
+                                "source": self.source, "added": self.added},
+                        extra=extra, overwrite=overwrite)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Embedding":
+        """Read an embedding file; optional per-point datasets default sensibly when absent."""
+        d = read_embedding(path)
+        pts, coords, ex = d["points"], d["coords"], d["extra"]
+        m = coords.shape[0]
+        pca = None
+        if "pca/mean" in ex and "pca/components" in ex:
+            pca = StreamingPCA.from_arrays(ex["pca/mean"], ex["pca/components"],
+                                           ex.get("pca/explained_variance_ratio"))
+        feats = ex.get("features")
+        if feats is not None and feats.shape[0] != m:
+            raise FormatError(f"{path}: '/features' has {feats.shape[0]} rows, '/coords' {m}")
+        return cls(coords=coords,
+                   run=np.asarray(pts["run"], dtype=object).astype(str),
+                   step=pts["step"].astype(np.int64),
+                   group=np.asarray(pts["group"], dtype=object).astype(str),
+                   epoch=np.asarray(pts.get("epoch", np.full(m, np.nan)), dtype=np.float64),
+                   checkpoint=np.asarray(pts.get("checkpoint", np.full(m, -1)), dtype=np.int64),
+                   source=np.asarray(pts.get("source", np.zeros(m)), dtype=np.int64),
+                   added=np.asarray(pts.get("added", np.zeros(m)), dtype=bool),
+                   attrs=dict(d["attrs"]),
+                   features=None if feats is None else np.asarray(feats, dtype=np.float64),
+                   pca=pca)
+
+    # --- adding points
+    def add(self, files: Sequence[str | Path], *, groups: Sequence[str] | None = None,
+            where: Iterable[str] | None = None, checkpoints: str | slice | None = None,
+            progress: bool = False) -> "Embedding":
+        """Place the selected checkpoints of ``files`` into this embedding, old points fixed.
+
+        Checkpoints already present (same source file, run and step) are skipped, so a resumed
+        file can be passed again to add only its new checkpoints. Uses the stored PCA and
+        features: new points go through the same PCA, then the method's out-of-sample
+        extension (:func:`trajviz.trajectories.embedders.extend`). Returns a new Embedding.
+        """
+        from trajviz.trajectories.embedders import extend
+
+        if self.pca is None or self.features is None:
+            raise FormatError("this embedding file has no '/pca' and '/features' (written by "
+                              "another program?), so points cannot be added; re-run the projection")
+        rep = str(self.attrs.get("representation", "probs"))
+        sources = list(self.attrs.get("sources", []))
+        with contextlib.ExitStack() as stack:
+            exps = open_experiments(files, stack)
+            sha = str(self.attrs.get("probe_sha256", ""))
+            if sha and exps[0].probe_sha256 != sha:
+                raise ProbeSetMismatchError(
+                    f"{exps[0].path} was recorded on a different probe set than the embedding "
+                    f"(probe_sha256 {exps[0].probe_sha256[:12]} vs {sha[:12]})")
+            runs = select(exps, groups=groups, where=where, checkpoints=checkpoints)
+            src_map = []
+            for e in exps:
+                ident = _source_entry(e)
+                match = [i for i, s in enumerate(sources) if s.get("path") == ident["path"]]
+                if match:
+                    src_map.append(match[0])
+                else:
+                    sources.append(ident)
+                    src_map.append(len(sources) - 1)
+            have = set(zip(self.source.tolist(), self.run.tolist(), self.step.tolist()))
+            kept = []
+            for r in runs:
+                keep = np.array([(src_map[r.source], r.run_id, int(s)) not in have for s in r.steps])
+                if keep.any():
+                    kept.append(replace(r, checkpoints=r.checkpoints[keep], steps=r.steps[keep],
+                                        epochs=r.epochs[keep]))
+            if not kept:
+                raise ConfigError("every selected checkpoint is already in the embedding; "
+                                  "nothing to add")
+            m = sum(r.checkpoints.size for r in kept)
+            feats = self.pca.transform_stream(
+                iter_checkpoint_vectors(exps, kept, rep, progress=progress, desc="PCA project"), m)
+        new_coords = extend(self.method, self.features, self.coords, feats, self.attrs)
+        lab = _labels(kept, src_map)
+        attrs = dict(self.attrs, sources=sources,
+                     n_added=int(self.attrs.get("n_added", 0)) + m)
+        log.info("added %d checkpoint(s) of %d run(s) to the %s embedding", m, len(kept),
+                 self.method)
+        return Embedding(coords=np.vstack([self.coords, new_coords]),
+                         run=np.concatenate([self.run, lab["run"]]),
+                         step=np.concatenate([self.step, lab["step"]]),
+                         group=np.concatenate([self.group, lab["group"]]),
+                         epoch=np.concatenate([self.epoch, lab["epoch"]]),
+                         checkpoint=np.concatenate([self.checkpoint, lab["checkpoint"]]),
+                         source=np.concatenate([self.source, lab["source"]]),
+                         added=np.concatenate([self.added, np.ones(m, dtype=bool)]),
+                         attrs=attrs, features=np.vstack([self.features, feats]), pca=self.pca)
+
+
+def _source_entry(f: ExperimentFile) -> dict[str, str]:
+    return {"path": str(f.path.resolve()), "name": f.name}
+
+
+def _labels(runs: Sequence[SelectedRun], src_map: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+    def cat(fn: Any, dtype: Any) -> np.ndarray:
+        return np.concatenate([np.asarray(fn(r), dtype=dtype) for r in runs])
+
+    return {"run": cat(lambda r: [r.run_id] * r.checkpoints.size, object).astype(str),
+            "group": cat(lambda r: [r.group] * r.checkpoints.size, object).astype(str),
+            "step": cat(lambda r: r.steps, np.int64),
+            "epoch": cat(lambda r: r.epochs, np.float64),
+            "checkpoint": cat(lambda r: r.checkpoints, np.int64),
+            "source": cat(lambda r: np.full(r.checkpoints.size,
+                                            r.source if src_map is None else src_map[r.source]),
+                          np.int64)}
+
+
+def embed(files: Sequence[str | Path], *, method: str = "tsne", representation: str = "probs",
+          dims: int = 2, pca_dims: int = 50, groups: Sequence[str] | None = None,
+          where: Iterable[str] | Mapping[str, Any] | None = None,
+          checkpoints: str | slice | None = None, seed: int = 0,
+          params: Mapping[str, Any] | None = None, quality_k: int = 10,
+          memory_mb: float = 16.0, progress: bool = False) -> Embedding:
+    """Embed all selected checkpoints of all selected runs jointly.
+
+    ``method``: one of :data:`METHODS`; ``params``: method parameters (see
+    :mod:`trajviz.trajectories.embedders`, e.g. ``{"perplexity": 30}``, ``{"n_neighbors": 10}``).
+    ``representation``: see :func:`represent`. ``pca_dims``: streaming-PCA dimensions before
+    the method (the studies' t-SNE used 30). Deterministic given ``seed``.
+    Quality figures (trustworthiness, k-NN preservation, k = ``quality_k``) compare the
+    embedding with the PCA features; ``pca_explained_variance`` says how much of the function
+    space's variance those keep.
+    """
+    from trajviz.trajectories.embedders import embedding_quality, fit
+
+    if method not in METHODS:
+        raise ConfigError(f"method {method!r}: choose one of {', '.join(METHODS)}")
+    if representation not in REPRESENTATIONS:
+        raise ConfigError(f"representation {representation!r}: choose one of "
+                          f"{', '.join(REPRESENTATIONS)}")
+    if dims not in (2, 3):
+        raise ConfigError(f"dims {dims}: choose 2 or 3")
+    if pca_dims < dims:
+        raise ConfigError(f"pca_dims {pca_dims}: must be at least dims ({dims})")
+    with contextlib.ExitStack() as stack:
+        exps = open_experiments(files, stack)
+        runs = select(exps, groups=groups, where=where, checkpoints=checkpoints)
+        m = sum(r.checkpoints.size for r in runs)
+        if m < 3:
+            raise ConfigError(f"the selection has {m} checkpoint(s); embedding needs at least 3")
+        pca, feats = reduce_checkpoints(exps, runs, representation, pca_dims,
+                                        memory_mb=memory_mb, progress=progress)
+        sources = [_source_entry(e) for e in exps]
+        sha = exps[0].probe_sha256
+        probe = (exps[0].probe_size, exps[0].n_classes)
+    coords, fitted = fit(method, feats, dims=dims, seed=seed, params=params)
+    quality = embedding_quality(feats, coords, k=quality_k, seed=seed)
+    lab = _labels(runs)
+    attrs = {"method": method, "representation": representation, "dims": dims,
+             "pca_dims": int(pca.n_components_), "seed": seed, "params": fitted,
+             "probe_sha256": sha, "probe_size": probe[0], "n_classes": probe[1],
+             "sources": sources,
+             "pca_explained_variance": float(pca.explained_variance_ratio_.sum()),
+             "quality_trustworthiness": quality["trustworthiness"],
+             "quality_knn_preservation": quality["knn_preservation"],
+             "quality_k": quality["quality_k"], "n_added": 0}
+    log.info("%s embedding of %d checkpoints: trustworthiness %.3f, %d-NN preservation %.3f",
+             method, m, quality["trustworthiness"], quality["quality_k"],
+             quality["knn_preservation"])
+    return Embedding(coords=coords, run=lab["run"], step=lab["step"], group=lab["group"],
+                     epoch=lab["epoch"], checkpoint=lab["checkpoint"], source=lab["source"],
+                     added=np.zeros(m, dtype=bool), attrs=attrs, features=feats, pca=pca)
