@@ -277,8 +277,6 @@ def bench_recording(n_nets: int, n: int, batch: int, epochs: int, n_probe: int,
             writer.flush()
             in_checkpoints += thread_clock() - t1  # waiting for the last writes
             elapsed, main = CLOCK() - t0, thread_clock() - m0
-            for run in runs:
-                run.finish()
         rec.close()
         path.unlink()
         extra = in_checkpoints + (write_time[0] if background else 0.0)

@@ -107,3 +107,33 @@ def test_info_flags_groups_still_on_the_chance_plateau(tmp_path, capsys):
         rec.record(model, step=0, train_nll=0.70)
         rec.record(model, step=10, train_nll=0.40)
     assert "plateau" not in summarize(path2).format()
+
+
+def test_a_run_is_complete_only_with_its_final_parameters(tmp_path, caplog):
+    """docs/format.md: a complete run has params/final; close() without them leaves it running."""
+    import logging
+
+    import pytest
+
+    x = np.random.default_rng(0).random((10, 3)).astype(np.float32)
+    model = nn.Linear(3, 2)
+    path = tmp_path / "p.h5"
+    with caplog.at_level(logging.WARNING, logger="trajviz"):
+        with Recorder(path, x, run_id="noparams") as rec:
+            rec.record(model, step=0)
+    assert "'noparams' left 'running'" in caplog.text
+    with Recorder(path, x, run_id="withparams", mode="resume") as rec:
+        rec.record(model, step=0)
+        rec.save_params(model)
+    with ExperimentFile(path) as f:
+        assert f.run_info("noparams").status == "running"
+        assert f.run_info("withparams").status == "complete"
+        assert "weight" in f.params("withparams")
+    with Recorder(path, x, n_classes=2, mode="resume") as rec:
+        run = rec.start_run("explicit", seed=1)
+        run.append(np.full((10, 2), 0.5, dtype=np.float32), 0)
+        with pytest.raises(ValueError, match="save_params"):
+            run.finish()
+        run.finish("diverged")  # a diverged run needs no parameters
+    with ExperimentFile(path) as f:
+        assert f.run_info("explicit").status == "diverged"

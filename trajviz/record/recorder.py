@@ -16,6 +16,7 @@ The experiment runner (``trajviz record``) writes through the same class.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -27,6 +28,8 @@ from trajviz.store import COMPLETE, ExperimentWriter, RunWriter, probe_sha256
 
 OUTPUT_KINDS = ("logits", "probs", "log_probs")
 
+log = logging.getLogger(__name__)
+
 
 class RunRecorder:
     """One run inside a :class:`Recorder`'s file."""
@@ -35,6 +38,7 @@ class RunRecorder:
         self._owner = owner
         self._writer = writer
         self.run_id = writer.run_id
+        self.has_final_params = False
 
     @property
     def n_checkpoints(self) -> int:
@@ -54,16 +58,26 @@ class RunRecorder:
 
     def save_params(self, model_or_state: torch.nn.Module | Mapping[str, Any],
                     which: str = "final") -> None:
-        """Store parameters (a module, or a name -> array mapping) under ``params/<which>``."""
+        """Store parameters (a module, or a name -> array mapping) under ``params/<which>``.
+
+        ``which="final"`` is what :meth:`finish` needs before it may mark the run complete."""
         state = (_numpy_state(model_or_state) if isinstance(model_or_state, torch.nn.Module)
                  else {k: np.asarray(torch.as_tensor(v).detach().cpu()) for k, v in model_or_state.items()})
         self._writer.write_params(state, which)
+        if which == "final":
+            self.has_final_params = True
 
     def set_attrs(self, **attrs: Any) -> None:
         self._writer.set_attrs(**attrs)
 
     def finish(self, status: str = COMPLETE) -> None:
-        """Mark the run complete (``--resume`` skips complete runs)."""
+        """Mark the run ``status`` (``--resume`` skips complete and diverged runs).
+
+        A complete run has its final parameters (docs/format.md): ``status="complete"`` before
+        ``save_params(..., which="final")`` raises ``ValueError``."""
+        if status == COMPLETE and not self.has_final_params:
+            raise ValueError(f"run {self.run_id!r}: save_params(model) before finish(): a complete "
+                             "run has its final parameters (docs/format.md)")
         self._writer.finish(status)
 
 
@@ -185,17 +199,27 @@ class Recorder:
                    params=_numpy_state(model) if store_params else None, **metrics)
 
     def save_params(self, model: torch.nn.Module, which: str = "final") -> None:
-        """Store the default run's parameters; also marks it complete when ``which='final'``."""
+        """Store the default run's parameters under ``params/<which>``.
+
+        With ``which="final"`` (the default), :meth:`close` then marks the run complete; without
+        final parameters the run stays ``running`` (docs/format.md)."""
         if self._default is None:
             raise RuntimeError("save_params before any record(): nothing to attach them to")
         self._default.save_params(model, which)
 
     def close(self) -> None:
-        """Close the file; the default run, if any, is marked complete."""
+        """Close the file. The default run, if any, is marked complete when its final parameters
+        were saved (:meth:`save_params`); otherwise it stays ``running``, with a warning, since a
+        complete run has its final parameters (docs/format.md)."""
         try:
             if self._default is not None:
                 default, self._default = self._default, None
-                default.finish()
+                if default.has_final_params:
+                    default.finish()
+                else:
+                    log.warning("run %r left 'running': no final parameters were saved "
+                                "(call save_params(model) before close() to mark it complete)",
+                                default.run_id)
         finally:  # a failed final write must not leave the file (and its lock) open
             if self._writer is not None:
                 self._writer.close()
