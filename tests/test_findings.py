@@ -186,6 +186,31 @@ def test_missing_study_is_reported_not_raised():
     assert "hist" in res.notes[0]
 
 
+def test_a_broken_finding_fails_rather_than_reading_as_not_evaluated(monkeypatch):
+    """Missing data (ConfigError) is "not evaluated"; a broken import inside a finding is a bug
+    and must reach the caller, not hide in a note."""
+    import dataclasses
+
+    from trajviz.errors import ConfigError
+    from trajviz.reproduce import findings
+
+    def broken_import(*args):
+        raise ImportError("No module named 'trajviz.reproduce.gone'")
+
+    def missing_data(*args):
+        raise ConfigError("study depth has no runs of method sdae")
+
+    results = {"depth": FakeDepthResults(_depth_errors(0.5, 0))}
+    monkeypatch.setitem(findings.FINDINGS, "F1",
+                        dataclasses.replace(findings.FINDINGS["F1"], compute=missing_data))
+    res = evaluate_finding("F1", results, n_boot=100)
+    assert not res.available and res.notes == ["not evaluated: study depth has no runs of method sdae"]
+    monkeypatch.setitem(findings.FINDINGS, "F1",
+                        dataclasses.replace(findings.FINDINGS["F1"], compute=broken_import))
+    with pytest.raises(ImportError, match="trajviz.reproduce.gone"):
+        evaluate_finding("F1", results, n_boot=100)
+
+
 def test_analysis_side_does_not_import_torch():
     import subprocess
     import sys

@@ -239,6 +239,24 @@ def test_embedding_file_missing_key_named(tmp_path):
         Embedding.load(path)
 
 
+@pytest.mark.parametrize("key", ["coords", "features"])
+def test_embedding_file_with_an_absurd_size_claim_is_refused_before_reading(tmp_path, key):
+    """Like the other two readers, the embedding reader refuses a dataset claiming far more
+    bytes than the file stores, naming it, instead of allocating what it claims."""
+    path = tmp_path / "claim.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["format"] = "trajviz-embedding"
+        f.attrs["format_version"] = 1
+        rows = 2**40 if key == "coords" else 2
+        f.create_dataset("coords", shape=(rows, 2), dtype="f8", chunks=(min(rows, 4096), 2))
+        if key == "features":
+            f.create_dataset("features", shape=(2**36, 64), dtype="f4", chunks=(64, 64))
+        for name, dt in (("run", h5py.string_dtype()), ("step", "i8"), ("group", h5py.string_dtype())):
+            f.create_dataset(f"points/{name}", shape=(rows,), dtype=dt, chunks=(min(rows, 4096),))
+    with pytest.raises(FormatError, match=f"'/{key}' claims .* bytes"):
+        Embedding.load(path)
+
+
 # --------------------------------------------------------------------------- plot and CLI
 
 

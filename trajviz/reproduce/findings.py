@@ -474,7 +474,8 @@ def evaluate_finding(fid: str, results: Mapping[str, Any], *, seed: int = 0,
         return out
     try:
         return f.compute(f, results, seed, n_boot)
-    except (ConfigError, ImportError) as exc:
+    except ConfigError as exc:  # data the finding needs are missing; a broken import is a bug
+        # and must fail, not read as "not evaluated"
         log.warning("%s cannot be evaluated: %s", fid, exc)
         out = FindingResult(id=f.id, claim=f.claim, statistic=f.statistic, unit=f.unit,
                             delta=f.delta, reference=f.reference, available=False)

@@ -13,6 +13,7 @@ import numpy as np
 
 from trajviz.errors import FormatError, OutputExistsError, TrajvizError
 from trajviz.store.experiment import _READ_ERRORS, _check_readable, _str_attr, check_format_attrs
+from trajviz.store.reader import check_size_claim
 
 EMBEDDING_FORMAT = "trajviz-embedding"
 EMBEDDING_FORMAT_VERSION = 1
@@ -102,6 +103,7 @@ def _read_embedding(path: str | Path) -> dict[str, Any]:
         check_format_attrs(path, f.attrs, EMBEDDING_FORMAT, EMBEDDING_FORMAT_VERSION, "embedding")
         if "coords" not in f or not isinstance(f["coords"], h5py.Dataset) or f["coords"].ndim != 2:
             raise FormatError(f"{path}: missing HDF5 key '/coords' (a 2-D dataset)")
+        check_size_claim(path, "/coords", f["coords"])
         coords = np.asarray(f["coords"][()], dtype=np.float64)
         points: dict[str, np.ndarray] = {}
         for key in EMBEDDING_POINT_KEYS:
@@ -111,6 +113,7 @@ def _read_embedding(path: str | Path) -> dict[str, Any]:
             if not isinstance(ds, h5py.Dataset) or ds.shape[:1] != coords.shape[:1]:
                 raise FormatError(f"{path}: '/points/{key}' should have {coords.shape[0]} rows "
                                   "like '/coords'")
+            check_size_claim(path, f"/points/{key}", ds)
             arr = ds[()]
             if ds.dtype.kind in "OS":
                 arr = np.array([_str_attr(v) for v in arr], dtype=object)
@@ -129,6 +132,7 @@ def _read_embedding(path: str | Path) -> dict[str, Any]:
 
         def visit(name: str, obj: Any) -> None:
             if isinstance(obj, h5py.Dataset) and name != "coords" and not name.startswith("points/"):
+                check_size_claim(path, f"/{name}", obj)
                 extra[name] = obj[()]
 
         f.visititems(visit)

@@ -46,6 +46,21 @@ _MAX_CLASSES = 2**24
 _PROB_TOL = 1e-3
 
 
+def check_size_claim(path: Path, key: str, ds: h5py.Dataset) -> None:
+    """Refuse (FormatError naming ``key``) a dataset whose shape claims far more bytes than the
+    file stores: a damaged or hostile file would otherwise make a read allocate terabytes."""
+    claimed = int(np.prod(ds.shape, dtype=np.float64)) * ds.dtype.itemsize
+    if claimed > _MAX_CLAIM_SLACK:
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            size = 0
+        stored = min(ds.id.get_storage_size(), size)
+        if claimed > _MAX_CLAIM_RATIO * stored + _MAX_CLAIM_SLACK:
+            raise FormatError(f"{path}: '{key}' claims {claimed:.3g} bytes (shape {ds.shape}) "
+                              f"but stores only {stored}; the file is damaged or hostile")
+
+
 def _guarded(method: Callable) -> Callable:
     """Any error the HDF5 library, h5py or numpy raises while reading becomes a FormatError
     naming the file and the HDF5 key being read (hostile files: docs/reliability.md)."""
@@ -130,21 +145,9 @@ class CheckedReader:
         return cfg
 
     def _check_claim(self, ds: h5py.Dataset) -> None:
-        """Refuse a dataset whose shape claims far more bytes than the file stores (a damaged
-        or hostile file would otherwise make a read allocate terabytes)."""
-        claimed = int(np.prod(ds.shape, dtype=np.float64)) * ds.dtype.itemsize
-        if claimed > _MAX_CLAIM_SLACK:
-            stored = min(ds.id.get_storage_size(), self._file_size())
-            if claimed > _MAX_CLAIM_RATIO * stored + _MAX_CLAIM_SLACK:
-                raise FormatError(f"{self.path}: '{self._key}' claims {claimed:.3g} bytes "
-                                  f"(shape {ds.shape}) but stores only {stored}; the file is "
-                                  "damaged or hostile")
-
-    def _file_size(self) -> int:
-        try:
-            return os.stat(self.path).st_size
-        except OSError:
-            return 0
+        """Refuse a dataset whose shape claims far more bytes than the file stores
+        (:func:`check_size_claim`)."""
+        check_size_claim(self.path, self._key, ds)
 
     def close(self) -> None:
         f = getattr(self, "_f", None)
