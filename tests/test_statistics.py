@@ -177,3 +177,59 @@ def test_bad_arguments_raise():
         bootstrap_interval(stat, cells, n_boot=0)
     with pytest.raises(ConfigError, match="level"):
         bootstrap_interval(stat, cells, level=95)
+
+
+# --------------------------------------------------------------------------- paired designs
+
+
+def _paired_cells(effect: float, n: int = 20, seed: int = 0):
+    """Runs of one seed share a large seed effect (sd 3) across the two cells; the method adds
+    ``effect`` and small noise (sd 0.2): a paired design."""
+    rng = np.random.default_rng(seed)
+    u = rng.normal(0.0, 3.0, n)
+    return {"a": u + effect + rng.normal(0, 0.2, n), "b": u + rng.normal(0, 0.2, n)}
+
+
+def _diff(cells) -> float:
+    return float(np.mean(cells["a"]) - np.mean(cells["b"]))
+
+
+def test_block_bootstrap_sees_the_pairing_an_independent_one_misses():
+    seeds = np.arange(20)
+    cells = _paired_cells(0.5)
+    paired = bootstrap_interval(_diff, cells, blocks={"a": seeds, "b": seeds}, seed=1)
+    indep = bootstrap_interval(_diff, cells, seed=1)
+    assert paired.value == indep.value == pytest.approx(_diff(cells))
+    assert 0 < paired.lo < 0.5 < paired.hi < 1.0  # the effect, seen through the seed noise
+    assert indep.lo < 0 < indep.hi  # resampling cells independently drowns it in seed noise
+    assert paired.hi - paired.lo < 0.2 * (indep.hi - indep.lo)
+
+
+def test_block_bootstrap_null_effect_interval_holds_zero():
+    seeds = np.arange(20)
+    hits = 0
+    for rep in range(20):
+        cells = _paired_cells(0.0, seed=100 + rep)
+        ci = bootstrap_interval(_diff, cells, blocks={"a": seeds, "b": seeds}, seed=rep, n_boot=500)
+        hits += ci.lo <= 0 <= ci.hi
+    assert hits >= 16  # nominal 95%: 19 of 20 expected
+
+
+def test_block_bootstrap_draws_each_seed_in_every_cell_and_allows_missing_runs():
+    """A cell lacking a seed's run gets nothing for it; the others get their run of that seed."""
+    cells = {"a": np.array([10.0, 11.0, 12.0]), "b": np.array([20.0, 22.0])}
+    blocks = {"a": [0, 1, 2], "b": [0, 2]}
+    seen = []
+
+    def stat(c):
+        # runs of one resample come in drawn-seed order: a's seed-2 run (12) pairs b's (22)
+        seen.append((tuple(c["a"]), tuple(c["b"])))
+        return float(np.mean(c["a"]) + np.mean(c["b"])) if len(c["b"]) else math.nan
+
+    bootstrap_interval(stat, cells, blocks=blocks, n_boot=50, seed=0)
+    for a, b in seen:
+        assert [x - 10 for x in a if x != 11.0] == [(y - 20) / 1 for y in b]
+    with pytest.raises(ConfigError, match="two runs of one block"):
+        bootstrap_interval(stat, cells, blocks={"a": [0, 0, 1], "b": [0, 2]})
+    with pytest.raises(ConfigError, match="no block labels"):
+        bootstrap_interval(stat, cells, blocks={"a": [0, 1, 2]})

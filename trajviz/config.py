@@ -157,6 +157,9 @@ class PretrainConfig:
     rbm_lr: float = _f(0.05, "RBM: CD learning rate (gradient averaged over the minibatch)", lo=0.0,
                        hi=FLOAT32_MAX)
     hist_bins: int = _f(100, "'+hist' init: bins of each layer's weight (and bias) histogram", lo=2)
+    shared_init: bool = _f(True, "runs of one seed share initial weights (output layer included) "
+                           "and example order across methods (a paired design); false: every "
+                           "(seed, method) draws its own, independent nets as in the studies")
 
 
 @dataclass(frozen=True)

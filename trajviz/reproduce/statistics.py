@@ -59,8 +59,8 @@ class BootstrapInterval:
 
 
 def bootstrap_interval(statistic: Callable[[Cells], float], cells: Cells, *, n_boot: int = 2000,
-                       seed: int = 0, level: float = 0.95,
-                       method: str = "BCa") -> BootstrapInterval:
+                       seed: int = 0, level: float = 0.95, method: str = "BCa",
+                       blocks: Mapping[str, Sequence[int]] | None = None) -> BootstrapInterval:
     """Point value and bootstrap interval (BCa by default) of ``statistic(cells)``, by
     :func:`scipy.stats.bootstrap`.
 
@@ -92,6 +92,13 @@ def bootstrap_interval(statistic: Callable[[Cells], float], cells: Cells, *, n_b
       resamples is returned, with ``method="percentile"`` and the reason;
     - a cell with fewer than two runs cannot be resampled: no interval;
     - an undefined point value: no interval.
+
+    ``blocks`` (paired designs): ``blocks[name][i]`` is the block (the seed) of run i of cell
+    ``name``, for every cell. Runs of one block are then not independent (with
+    ``pretrain.shared_init`` the runs of one seed share their initial weights and example order
+    across methods), so whole blocks are resampled: one resample draws seeds with replacement and
+    every cell receives, for each drawn seed, its run of that seed (if it has one), in the drawn
+    order; the jackknife leaves out one seed at a time. A cell may hold at most one run per block.
     """
     if method not in INTERVAL_METHODS:
         raise ConfigError(f"bootstrap interval {method!r}: choose from "
@@ -104,6 +111,9 @@ def bootstrap_interval(statistic: Callable[[Cells], float], cells: Cells, *, n_b
     value = float(statistic(cells))
     names = list(cells)
     sizes = [len(cells[k]) for k in names]
+    if blocks is not None:
+        return _block_bootstrap(statistic, cells, blocks, value, n_boot=n_boot, seed=seed,
+                                level=level, method=method)
 
     def none(reason: str, nan_fraction: float = math.nan) -> BootstrapInterval:
         return BootstrapInterval(value, math.nan, math.nan, nan_fraction, "", reason=reason)
@@ -169,6 +179,47 @@ def bootstrap_interval(statistic: Callable[[Cells], float], cells: Cells, *, n_b
                              "scipy gave no interval")  # pragma: no cover (percentile is defined)
 
 
+def _block_bootstrap(statistic: Callable[[Cells], float], cells: Cells,
+                     blocks: Mapping[str, Sequence[int]], value: float, *, n_boot: int, seed: int,
+                     level: float, method: str) -> BootstrapInterval:
+    """:func:`bootstrap_interval` resampling whole blocks (seeds) across all cells: the
+    cells become one sample of block labels, each label standing for its runs in every cell."""
+    names = list(cells)
+    missing = [k for k in names if k not in blocks]
+    if missing:
+        raise ConfigError(f"blocks: cell {missing[0]!r} has no block labels; give one per run "
+                          "of every cell")
+    labels = sorted({int(b) for k in names for b in blocks[k]})
+    where = {b: i for i, b in enumerate(labels)}
+    rows: dict[str, np.ndarray] = {}  # cell -> (n_labels,) row of each label, -1 where absent
+    for k in names:
+        lab = [int(b) for b in blocks[k]]
+        if len(lab) != len(cells[k]):
+            raise ConfigError(f"blocks: cell {k!r} has {len(cells[k])} runs but {len(lab)} block "
+                              "labels")
+        if len(set(lab)) != len(lab):
+            raise ConfigError(f"blocks: cell {k!r} holds two runs of one block; a paired design "
+                              "has one run per seed in each cell")
+        r = np.full(len(labels), -1)
+        r[[where[b] for b in lab]] = np.arange(len(lab))
+        rows[k] = r
+
+    def by_blocks(picked: np.ndarray) -> Cells:
+        out = {}
+        for k in names:
+            r = rows[k][picked]
+            out[k] = cells[k][r[r >= 0]]
+        return out
+
+    res = bootstrap_interval(lambda c: statistic(by_blocks(c["blocks"])),
+                             {"blocks": np.arange(len(labels))}, n_boot=n_boot, seed=seed,
+                             level=level, method=method)
+    if res.reason.startswith("a bootstrap needs at least two runs"):
+        res = replace(res, reason=f"a paired bootstrap needs at least two seeds ({len(labels)} "
+                                  "here); no interval")
+    return replace(res, value=value)
+
+
 def _why_not_bca(value: float, reps: np.ndarray, on_indices: Callable[..., np.ndarray],
                  samples: Sequence[np.ndarray]) -> str:
     """Why BCa gave no interval, in words for the report."""
@@ -186,13 +237,13 @@ def _why_not_bca(value: float, reps: np.ndarray, on_indices: Callable[..., np.nd
 
 
 def bootstrap(statistic: Callable[[Cells], float], cells: Cells, *, n_boot: int = 2000,
-              seed: int = 0, level: float = 0.95,
-              method: str = "BCa") -> tuple[float, float, float, float]:
+              seed: int = 0, level: float = 0.95, method: str = "BCa",
+              blocks: Mapping[str, Sequence[int]] | None = None) -> tuple[float, float, float, float]:
     """``(value, lo, hi, nan_fraction)`` of :func:`bootstrap_interval` (BCa by default, by
     scipy): lo and hi are NaN when there is no interval, e.g. when more than
     :data:`MAX_NAN_FRACTION` of the resamples leave the statistic undefined."""
     return bootstrap_interval(statistic, cells, n_boot=n_boot, seed=seed, level=level,
-                              method=method).as_tuple()
+                              method=method, blocks=blocks).as_tuple()
 
 
 def verdict(lo: float, hi: float, delta: float) -> str:

@@ -14,8 +14,9 @@ pre-training method and the studies' modifications of it:
 
 Randomness: pre-training, then histogram resampling, draw from net k's ``pretrain`` generator
 in that order. Re-initialized layers get back exactly the weights the net had before
-pre-training, which came from its ``init`` stream: the same draw a ``none`` run of that seed
-starts from, so a comparison isolates what pre-training of the other layers did.
+pre-training, which came from its ``init`` stream: with ``pretrain.shared_init`` (the paired
+design) the same draw a ``none`` run of that seed starts from, so a comparison isolates what
+pre-training of the other layers did; without it, an independent draw of the same distribution.
 """
 
 from __future__ import annotations

@@ -3,12 +3,14 @@ one's probe outputs and metrics at every checkpoint.
 
 Runs of one pre-training method train together, ``engine.nets_per_batch`` at a time, as one
 :class:`~trajviz.training.nets.StackedMLP`. Each run draws its randomness from streams derived from its
-own seed alone, so a run gives the same numbers whatever other runs share its batch.
+own seed (and, unless ``pretrain.shared_init``, its method) alone, so a run gives the same numbers
+whatever other runs share its batch.
 """
 
 from __future__ import annotations
 
 import logging
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import AbstractSet as Set, Callable, Iterator, Sequence
@@ -37,11 +39,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RunStreams:
-    """Independent random streams of one run, all derived from its seed.
+    """Independent random streams of one run, derived from its seed (and method, see
+    :func:`run_streams`).
 
     ``init`` draws initial weights, ``order`` the fine-tuning example order and ``pretrain``
-    the pre-training order and noise. ``init`` and ``order`` do not depend on the pre-training
-    method, so runs of the same seed start from the same random weights and see the same order.
+    the pre-training order and noise.
     """
 
     init: torch.Generator
@@ -49,8 +51,17 @@ class RunStreams:
     pretrain: torch.Generator
 
 
-def run_streams(seed: int) -> RunStreams:
-    children = np.random.SeedSequence(seed).spawn(3)
+def run_streams(seed: int, method: str | None = None) -> RunStreams:
+    """The streams of the run of ``seed`` (and pre-training ``method``).
+
+    ``method=None`` (``pretrain.shared_init = true``, the paired design): the streams depend on
+    the seed alone, so runs of one seed start from the same random weights, output layer
+    included, and see the same example order whatever their method. With a method spec
+    (``shared_init = false``, the studies' design) they derive from (seed, method), so every run
+    is an independent draw; the same (seed, method) always gives the same streams.
+    """
+    entropy = seed if method is None else [seed, zlib.crc32(method.encode())]
+    children = np.random.SeedSequence(entropy).spawn(3)
     gens = []
     for child in children:
         g = torch.Generator()
@@ -270,7 +281,7 @@ def _train_batch(cfg: ExperimentConfig, method: str, seeds: list[int], sizes: li
                  tensors: dict, probe_x: torch.Tensor, recorder: Recorder, device: torch.device,
                  dtype: torch.dtype, progress: bool, done: Set[str] = frozenset()) -> None:
     """Train one batch of nets; runs named in ``done`` train along but are not recorded."""
-    streams = [run_streams(s) for s in seeds]
+    streams = [run_streams(s, None if cfg.pretrain.shared_init else method) for s in seeds]
     net = StackedMLP.init(sizes, [st.init for st in streams], dtype=dtype, device=device)
     attrs = method_attrs(method, cfg.model.depth)
     runs: list[RunRecorder | None] = [
