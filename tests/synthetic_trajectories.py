@@ -19,9 +19,11 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 
 def write_experiment(path: Path, runs: dict[str, tuple[str, np.ndarray]], *, probe_seed: int = 0,
-                     statuses: dict[str, str] | None = None, epochs_per_step: float = 0.01) -> Path:
+                     statuses: dict[str, str] | None = None, epochs_per_step: float = 0.01,
+                     errors: bool = False) -> Path:
     """Write ``runs``: run id -> (group, probabilities (T, N, C)). The probe set's identity
-    depends on ``probe_seed`` and N only."""
+    depends on ``probe_seed`` and N only. ``errors``: also record train and test error
+    (0.5 / (t + 1) and 0.6 / (t + 1) plus the run's index / 1000, so each point's are known)."""
     first = next(iter(runs.values()))[1]
     n, c = first.shape[1:]
     inputs = np.random.default_rng(probe_seed).random((n, 4)).astype(np.float32)
@@ -31,8 +33,12 @@ def write_experiment(path: Path, runs: dict[str, tuple[str, np.ndarray]], *, pro
         for i, (rid, (group, probs)) in enumerate(runs.items()):
             rw = w.start_run(rid, seed=i, pretrain=group, group=group)
             for t in range(probs.shape[0]):
+                metrics = {"train_nll": 1.0 / (t + 1)}
+                if errors:
+                    metrics.update(train_error=0.5 / (t + 1) + i / 1000,
+                                   test_error=0.6 / (t + 1) + i / 1000)
                 rw.append(step=100 * t, probabilities=probs[t], epoch=100 * t * epochs_per_step,
-                          metrics={"train_nll": 1.0 / (t + 1)})
+                          metrics=metrics)
             rw.finish((statuses or {}).get(rid, COMPLETE))
     return path
 

@@ -24,24 +24,33 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 SUFFIXES = (".pdf", ".png", ".svg")
+#: interactive pages (plotly), written with --html
+HTML_SUFFIXES = (".html", ".htm")
 
 
-def _check_suffix(output: Path) -> None:
+def _check_suffix(output: Path, html: bool = False) -> None:
     from trajviz.errors import ConfigError
 
-    if output.suffix.lower() not in SUFFIXES:
-        raise ConfigError(f"output {str(output)!r}: suffix must be one of {', '.join(SUFFIXES)}")
+    allowed = HTML_SUFFIXES if html else SUFFIXES
+    if output.suffix.lower() not in allowed:
+        hint = "" if html else " (or .html with --html)"
+        raise ConfigError(f"output {str(output)!r}: suffix must be one of {', '.join(allowed)}{hint}")
 
 
-def check_output(output: str | Path, overwrite: bool) -> None:
+def wants_html(args: argparse.Namespace) -> bool:
+    """--html given, or an output named .html."""
+    return bool(args.html) or Path(args.output).suffix.lower() in HTML_SUFFIXES
+
+
+def check_output(output: str | Path, overwrite: bool, *, html: bool = False) -> None:
     """Refuse, before any work, an output that exists (without --overwrite) or whose suffix
-    names no figure format."""
+    names no figure format (``html``: an interactive page, .html)."""
     from trajviz.errors import OutputExistsError
 
     output = Path(output)
     if output.exists() and not overwrite:
         raise OutputExistsError(f"{output} exists; pass --overwrite to replace it")
-    _check_suffix(output)
+    _check_suffix(output, html)
 
 
 def save_figure(fig, output: str | Path) -> None:

@@ -13,11 +13,15 @@ Draw landscape files (from `trajviz landscape`). View 'lines' (default): one pan
 (columns) and group (rows), each showing the training loss along every direction of every run
 around its parameters (thin) and their mean (thick), on one shared y axis, like the studies'
 figure (Erhan et al. 2010, fig. 11). View 'contour': the 2-D grid (scanned with --grid) of one
-run per group, as log-spaced contours. Give one file per depth to get depth columns.
+run per group, as log-spaced contours. Give one file per depth to get depth columns. With
+--html (or an .html output): an interactive page (plotly, opens offline): every 1-D curve with
+hover (run, direction, alpha, value) and a legend entry per group and kind, and each 2-D grid as a
+surface beside its contours.
 examples:
   trajviz plot landscape runs/default.landscape.h5 -o fig/landscape.pdf
   trajviz plot landscape d1.h5 d2.h5 d3.h5 --kind sgd -o fig/landscape_depths.pdf
   trajviz plot landscape grid.h5 --view contour --kind filter -o fig/grid.png
+  trajviz plot landscape runs/default.landscape.h5 --html -o landscape.html
 """
 
 
@@ -25,7 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("landscape", help="1-D scans by depth and pre-training, or 2-D contours",
                        description=DESCRIPTION, formatter_class=HelpFormatter)
     p.add_argument("files", type=Path, nargs="+", metavar="LANDSCAPE", help="landscape HDF5 file(s)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="figure file: .pdf, .png or .svg")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="figure file: .pdf, .png or .svg; .html with --html")
+    p.add_argument("--html", action="store_true",
+                   help="write an interactive page (plotly) instead of a static figure")
     p.add_argument("--view", choices=("lines", "contour"), default="lines", help="what to draw")
     p.add_argument("--kind", default=None,
                    help="direction kind to draw (default: the first kind scanned)")
@@ -46,13 +53,22 @@ def run(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from trajviz.cli.plot import check_output, save_figure
+    from trajviz.cli.plot import check_output, save_figure, wants_html
     from trajviz.errors import ConfigError
     from trajviz.landscape import load_result
     from trajviz.plots.landscape import plot_scan_grid, plot_scans_1d
 
-    check_output(args.output, args.overwrite)
+    html = wants_html(args)
+    check_output(args.output, args.overwrite, html=html)
     results = [load_result(f) for f in args.files]
+    if html:
+        from trajviz.plots.interactive import landscape_figures, write_html
+
+        figures = [fig for res in results for fig in landscape_figures(res, column=args.column)]
+        write_html(figures, args.output, title=", ".join(f.name for f in args.files))
+        if not args.quiet:
+            print(f"wrote {args.output}", file=sys.stderr)
+        return 0
     kinds = [k for r in results for k in r.kinds]
     kind = args.kind or (kinds[0] if kinds else None)
     if kind is None or kind not in kinds:

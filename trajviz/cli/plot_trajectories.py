@@ -11,10 +11,14 @@ from trajviz.cli import HelpFormatter, add_common
 DESCRIPTION = """\
 Draw an embedding file (from `trajviz project`): every checkpoint one point, coloured by
 training time with one colour map per group, each run's checkpoints joined by a line, its start
-(circle) and end (square) marked. Sized for one journal column (3.4 in wide) by default.
+(circle) and end (square) marked, both axes at the same scale. Sized for one journal column
+(3.4 in wide) by default. With --html (or an .html output): an interactive page (plotly, opens
+offline) with hover (run, group, epoch, step, train and test error), a legend whose entries hide
+a group, and a slider and play button over checkpoints.
 examples:
   trajviz plot trajectories runs/default.tsne.h5 -o fig/tsne.pdf
   trajviz plot trajectories iso.h5 --groups sdae,none --cmaps Blues,Reds -o iso.png
+  trajviz plot trajectories runs/default.tsne.h5 --html -o tsne.html
 """
 
 
@@ -22,7 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("trajectories", help="trajectories of an embedding, coloured by training time",
                        description=DESCRIPTION, formatter_class=HelpFormatter)
     p.add_argument("embedding", type=Path, metavar="EMBEDDING", help="embedding HDF5 file")
-    p.add_argument("-o", "--output", type=Path, required=True, help="figure file: .pdf, .png or .svg")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="figure file: .pdf, .png or .svg; .html with --html")
+    p.add_argument("--html", action="store_true",
+                   help="write an interactive page (plotly) instead of a static figure")
     p.add_argument("--groups", default=None,
                    help="comma-separated groups to draw, in this order (None: all)")
     p.add_argument("--cmaps", default=None,
@@ -45,17 +52,26 @@ def run(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from trajviz.cli.plot import check_output, save_figure
+    from trajviz.cli.plot import check_output, save_figure, wants_html
     from trajviz.errors import ConfigError
     from trajviz.plots.trajectories import plot_trajectories
     from trajviz.trajectories.embedding import Embedding
 
-    check_output(args.output, args.overwrite)
+    html = wants_html(args)
+    check_output(args.output, args.overwrite, html=html)
     emb = Embedding.load(args.embedding)
     groups = [g.strip() for g in args.groups.split(",") if g.strip()] if args.groups else None
     if groups is not None and (missing := set(groups) - set(emb.groups)):
         raise ConfigError(f"group(s) {', '.join(sorted(missing))} not in {args.embedding}; "
                           f"groups there: {', '.join(emb.groups)}")
+    if html:
+        from trajviz.plots.interactive import trajectories_figure, write_html
+
+        fig = trajectories_figure(emb, groups=groups, title=args.title)
+        write_html(fig, args.output, title=args.title or args.embedding.name)
+        if not args.quiet:
+            print(f"wrote {args.output}", file=sys.stderr)
+        return 0
     cmaps = [c.strip() for c in args.cmaps.split(",")] if args.cmaps else None
     if cmaps is not None:
         import matplotlib as mpl

@@ -169,6 +169,7 @@ def trajectories(ax: Axes, coords: np.ndarray, runs: Sequence[tuple[str, np.ndar
         seen.add(group)
     ax.set_xticks([])
     ax.set_yticks([])
+    ax.set_aspect("equal", adjustable="datalim")  # distances are what a reader compares
     if title:
         ax.set_title(title, fontsize="medium")
     ax.legend(frameon=False, fontsize="small", markerscale=1.5)

@@ -36,6 +36,16 @@ def training_time(embedding: Any) -> tuple[np.ndarray, str]:
     return np.asarray(embedding.step, dtype=np.float64), "step"
 
 
+def set_equal_scale(ax: Any, xyz: np.ndarray) -> None:
+    """One unit is as long on every axis: distances in an embedding are what a reader compares,
+    and a square box around a 19 x 5 cloud would stretch one axis 4-fold."""
+    if hasattr(ax, "zaxis"):
+        span = np.ptp(xyz, axis=0) if len(xyz) else np.ones(3)
+        ax.set_box_aspect(np.where(span > 0, span, max(float(span.max()), 1e-12)))
+    else:
+        ax.set_aspect("equal", adjustable="datalim")
+
+
 def plot_trajectories(ax: Any, embedding: Any, *, groups: Sequence[str] | None = None,
                       cmaps: Sequence[str] | None = None, lines: bool = True,
                       markers: bool = True, legend: bool = True, colorbar: bool = True,
@@ -46,7 +56,8 @@ def plot_trajectories(ax: Any, embedding: Any, *, groups: Sequence[str] | None =
     ``groups``: which groups and in which order (default: all, in order of appearance);
     ``cmaps``: matplotlib colour-map names, one per group (default :data:`GROUP_CMAPS`).
     Colour encodes training time on a scale shared by all groups. Start of each run: a circle,
-    end: a square, both black-edged. ``colorbar`` adds one colour bar per group (needs
+    end: a square, both black-edged. Both axes (all three in 3-D) have the same scale; the
+    legend sits above the axes. ``colorbar`` adds one colour bar per group (needs
     ``ax.figure``). Returns ``ax``.
     """
     from matplotlib.colors import Normalize
@@ -95,12 +106,16 @@ def plot_trajectories(ax: Any, embedding: Any, *, groups: Sequence[str] | None =
     ax.set_ylabel(f"{label} 2")
     if three_d:
         ax.set_zlabel(f"{label} 3")
-    if method in ("tsne", "umap"):  # their axes have no units worth reading
+    if method in ("tsne", "umap", "aligned-umap", "phate"):  # axes without units worth reading
         ax.set_xticks([])
         ax.set_yticks([])
+    set_equal_scale(ax, xyz)
     if legend:
-        ax.legend(handles=handles, loc="best", frameon=False, handlelength=1.5,
-                  borderaxespad=0.2, labelspacing=0.3)
+        # above the axes, in columns: at one journal column's width a legend inside the axes
+        # covers a good part of the points
+        ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0.0, 1.01),
+                  ncol=min(len(handles), 3 if len(names) <= 3 else 2), frameon=False,
+                  handlelength=1.2, columnspacing=0.8, borderaxespad=0.1, labelspacing=0.25)
     if colorbar and ax.figure is not None and mappables:
         # one thin bar per group, stacked in a column right of the axes
         n, gap = len(mappables), 0.08

@@ -41,7 +41,9 @@ class FigureSpec:
     findings: tuple[str, ...]
     caption: str
     build: Callable[[FigureContext], Any]
-    kind: str = "static"  # "static": returns a Figure; "gif": build(ctx) returns frames' writer
+    #: "static": build(ctx) returns a Figure; "gif" and "html": build(ctx, path) writes the file
+    #: (an animation; an interactive plotly page) and returns its path
+    kind: str = "static"
 
 
 def _new_figure(width: float, height: float) -> Any:
@@ -286,6 +288,29 @@ def animate_trajectories(ctx: FigureContext, path: Path, fps: int = 4) -> Path:
     return path
 
 
+def interactive_trajectories(ctx: FigureContext, path: Path) -> Path:
+    """The t-SNE trajectories as an interactive page: hover, hide a group, slide over
+    checkpoints (:func:`trajviz.plots.interactive.trajectories_figure`)."""
+    from trajviz.plots.interactive import trajectories_figure, write_html
+
+    fig = trajectories_figure(trajectory_embedding(ctx, "tsne"),
+                              title="t-SNE of function-space trajectories")
+    return write_html(fig, path, title="trajectories")
+
+
+def interactive_landscape(ctx: FigureContext, path: Path) -> Path:
+    """F9's 1-D scans, one interactive panel per depth."""
+    from trajviz.plots.interactive import landscape_figures, write_html
+    from trajviz.reproduce.landscape import load_scans
+
+    r = ctx.results["landscape"]
+    scans = load_scans(r)
+    figures = [landscape_figures(scans[s])[0] for s in _depth_order(r)]
+    for fig, s in zip(figures, _depth_order(r)):
+        fig.update_layout(title=f"{_depth(r, s)} hidden layer(s): training NLL along each direction")
+    return write_html(figures, path, title="landscape scans")
+
+
 FIGURES: list[FigureSpec] = [
     FigureSpec("depth_boxplots", "depth", ("F1", "F2"),
                "Test error vs depth, with and without pre-training (box: quartiles; whiskers: "
@@ -311,6 +336,9 @@ FIGURES: list[FigureSpec] = [
     FigureSpec("landscape_scans", "landscape", ("F9",),
                "Training NLL along 7 unit stochastic-gradient directions around the final "
                "parameters of each run.", fig_landscape),
+    FigureSpec("landscape_interactive", "landscape", ("F9",),
+               "The same scans, interactive: hover a curve for its run and direction; click a "
+               "legend entry to hide it.", interactive_landscape, "html"),
     FigureSpec("trajectories_tsne", "trajectories", ("F10",),
                "t-SNE of all checkpoints of all nets (probe outputs); colour: training time "
                "(dark = start), circle: start, cross: end.", fig_trajectories_tsne),
@@ -323,6 +351,10 @@ FIGURES: list[FigureSpec] = [
                "(above 1: apart).", fig_separation),
     FigureSpec("trajectories_animation", "trajectories", ("F10",),
                "t-SNE trajectories over training (animated GIF).", animate_trajectories, "gif"),
+    FigureSpec("trajectories_interactive", "trajectories", ("F10",),
+               "The t-SNE trajectories, interactive: hover a point for its run, epoch and errors; "
+               "click a legend entry to hide a group; the slider moves through checkpoints.",
+               interactive_trajectories, "html"),
 ]
 
 
@@ -351,9 +383,9 @@ def build_figure(name: str, ctx: FigureContext, out_dir: str | Path) -> list[Pat
     spec = figure_spec(name)
     out_dir = Path(out_dir)
     with mpl.rc_context(STYLE):
-        if spec.kind == "gif":
+        if spec.kind in ("gif", "html"):
             out_dir.mkdir(parents=True, exist_ok=True)
-            return [spec.build(ctx, out_dir / f"{name}.gif")]
+            return [spec.build(ctx, out_dir / f"{name}.{spec.kind}")]
         return save_figure(spec.build(ctx), out_dir / name)
 
 

@@ -1,4 +1,5 @@
-"""The reproduction report: ``report.md`` and ``report.html`` (figures inline), and
+"""The reproduction report: ``report.md`` and ``report.html`` (figures inline, the interactive
+ones with plotly.js inlined once), and
 ``findings.json``, from computed :class:`~trajviz.reproduce.findings.FindingResult` objects.
 
 The findings table has, per finding: the statistic that tests it, its value with the BCa
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from trajviz.plots.interactive import page_body, plotly_js
 from trajviz.reproduce.findings import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, FindingResult
 
 VERDICT_RULE = (
@@ -105,14 +107,18 @@ def render_markdown(results: Sequence[FindingResult], meta: ReportMeta, out_dir:
                   f"(smallest effect of interest {r.delta:.3g}; {r.n_runs} runs)",
                   f"- studies' value: {r.reference or '-'}", f"- verdict: **{r.verdict}**"]
         lines += [f"- {n}" for n in r.notes] + [""]
-        lines += _md_table(r.details) + ([""] if r.details else [])
+        # figures before the finding's table, which can run to dozens of rows
         for name, findings in meta.figure_findings.items():
             if r.id == findings[0] and name in meta.figures:
                 for p in meta.figures[name]:
+                    rel = p.relative_to(out_dir) if p.is_relative_to(out_dir) else p
                     if p.suffix in (".png", ".gif"):
-                        rel = p.relative_to(out_dir) if p.is_relative_to(out_dir) else p
                         lines += [f"![{name}]({rel.as_posix()})", "",
                                   f"*{meta.captions.get(name, name)}*", ""]
+                    elif p.suffix == ".html":
+                        lines += [f"[{name} (interactive)]({rel.as_posix()}): "
+                                  f"*{meta.captions.get(name, name)}*", ""]
+        lines += _md_table(r.details) + ([""] if r.details else [])
     if meta.settings:
         lines += ["## Runs", ""] + _md_table(meta.settings) + [""]
     if meta.seconds:
@@ -153,6 +159,14 @@ def _img(path: Path) -> str:
     return f"<img src='data:{mime};base64,{data}' alt='{html.escape(path.stem)}'>"
 
 
+def _plotly_script(meta: ReportMeta) -> list[str]:
+    """plotly.js, inlined once, when the report embeds interactive figures (so the page opens
+    offline as one file)."""
+    if not any(p.suffix == ".html" for paths in meta.figures.values() for p in paths):
+        return []
+    return [f"<script type='text/javascript'>{plotly_js()}</script>"]
+
+
 def render_html(results: Sequence[FindingResult], meta: ReportMeta) -> str:
     e = html.escape
     parts = ["<!doctype html><html><head><meta charset='utf-8'>",
@@ -162,7 +176,7 @@ def render_html(results: Sequence[FindingResult], meta: ReportMeta) -> str:
              "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}",
              ".ok{background:#dfd}.no{background:#fdd}.maybe{background:#ffd}",
              "img{max-width:100%;display:block;margin:0.5em 0}figcaption{font-style:italic}",
-             "</style></head><body>",
+             "</style>", *_plotly_script(meta), "</head><body>",
              f"<h1>trajviz reproduce: Erhan et al. (2009, 2010), {e(meta.profile)} profile</h1>",
              f"<p><code>{e(meta.command)}</code> (trajviz {e(meta.version)}); BCa bootstrap: "
              f"{meta.n_boot} resamples, seed {meta.seed}.</p>",
@@ -178,13 +192,20 @@ def render_html(results: Sequence[FindingResult], meta: ReportMeta) -> str:
                   f"<li>studies' value: {e(r.reference or '-')}</li>",
                   f"<li>verdict: <b class='{_css(r.verdict)}'>{e(r.verdict)}</b></li>"]
         parts += [f"<li>{e(n)}</li>" for n in r.notes]
-        parts.append("</ul>" + _html_table(r.details))
+        parts.append("</ul>")
+        # figures before the finding's table, which can run to dozens of rows
         for name, findings in meta.figure_findings.items():
             if r.id == findings[0] and name in meta.figures:
                 for p in meta.figures[name]:
                     if p.suffix in (".png", ".gif"):
-                        parts.append(f"<figure>{_img(p)}<figcaption>"
-                                     f"{e(meta.captions.get(name, name))}</figcaption></figure>")
+                        body = _img(p)
+                    elif p.suffix == ".html":
+                        body = page_body(p)
+                    else:
+                        continue
+                    parts.append(f"<figure>{body}<figcaption>"
+                                 f"{e(meta.captions.get(name, name))}</figcaption></figure>")
+        parts.append(_html_table(r.details))
     if meta.settings:
         parts += ["<h2>Runs</h2>", _html_table(meta.settings)]
     if meta.seconds:

@@ -44,6 +44,8 @@ from trajviz.trajectories.runs import (REPRESENTATIONS, SelectedRun, iter_checkp
 
 log = logging.getLogger(__name__)
 
+#: prefix of the per-point metric datasets in embedding files (``/points/metric_train_error``)
+METRIC_PREFIX = "metric_"
 #: embedding methods
 METHODS = ("tsne", "isomap", "umap", "pca")
 
@@ -68,6 +70,9 @@ class Embedding:
     added: np.ndarray
     attrs: dict[str, Any] = field(default_factory=dict)
     features: np.ndarray | None = None
+    #: the runs' scalar metrics at each point (e.g. ``train_error``, ``test_nll``): name -> (M,)
+    #: float, NaN where a run did not record that metric
+    metrics: dict[str, np.ndarray] = field(default_factory=dict)
     pca: StreamingPCA | None = None
 
     @property
@@ -100,7 +105,8 @@ class Embedding:
             extra["pca/explained_variance_ratio"] = self.pca.explained_variance_ratio_
         write_embedding(path, self.coords, self.run, self.step, self.group, attrs=self.attrs,
                         points={"epoch": self.epoch, "checkpoint": self.checkpoint,
-                                "source": self.source, "added": self.added},
+                                "source": self.source, "added": self.added,
+                                **{METRIC_PREFIX + k: v for k, v in self.metrics.items()}},
                         extra=extra, overwrite=overwrite)
         return Path(path)
 
@@ -127,7 +133,9 @@ class Embedding:
                    added=np.asarray(pts.get("added", np.zeros(m)), dtype=bool),
                    attrs=dict(d["attrs"]),
                    features=None if feats is None else np.asarray(feats, dtype=np.float64),
-                   pca=pca)
+                   pca=pca,
+                   metrics={k[len(METRIC_PREFIX):]: np.asarray(v, dtype=np.float64)
+                            for k, v in pts.items() if k.startswith(METRIC_PREFIX)})
 
     # --- adding points
     def add(self, files: Sequence[str | Path], *, groups: Sequence[str] | None = None,
@@ -177,8 +185,8 @@ class Embedding:
             m = sum(r.checkpoints.size for r in kept)
             feats = self.pca.transform_stream(
                 iter_checkpoint_vectors(exps, kept, rep, progress=progress, desc="PCA project"), m)
+            lab = _labels(kept, exps, src_map)
         new_coords = extend(self.method, self.features, self.coords, feats, self.attrs)
-        lab = _labels(kept, src_map)
         attrs = dict(self.attrs, sources=sources,
                      n_added=int(self.attrs.get("n_added", 0)) + m)
         log.info("added %d checkpoint(s) of %d run(s) to the %s embedding", m, len(kept),
@@ -191,17 +199,26 @@ class Embedding:
                          checkpoint=np.concatenate([self.checkpoint, lab["checkpoint"]]),
                          source=np.concatenate([self.source, lab["source"]]),
                          added=np.concatenate([self.added, np.ones(m, dtype=bool)]),
-                         attrs=attrs, features=np.vstack([self.features, feats]), pca=self.pca)
+                         attrs=attrs, features=np.vstack([self.features, feats]), pca=self.pca,
+                         metrics=_concat_metrics(self.metrics, self.run.size, lab["metrics"]))
 
 
 def _source_entry(f: ExperimentFile) -> dict[str, str]:
     return {"path": str(f.path.resolve()), "name": f.name}
 
 
-def _labels(runs: Sequence[SelectedRun], src_map: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+def _labels(runs: Sequence[SelectedRun], files: Sequence[ExperimentFile],
+            src_map: Sequence[int] | None = None) -> dict[str, Any]:
+    """Per-point labels of the selected checkpoints, in selection order, and the runs' metrics
+    at those checkpoints (``"metrics"``: name -> (M,), NaN for runs without that metric)."""
     def cat(fn: Any, dtype: Any) -> np.ndarray:
         return np.concatenate([np.asarray(fn(r), dtype=dtype) for r in runs])
 
+    per_run = [files[r.source].metrics(r.run_id) for r in runs]
+    names = list(dict.fromkeys(k for m in per_run for k in m))
+    metrics = {k: np.concatenate([m[k][r.checkpoints] if k in m
+                                  else np.full(r.checkpoints.size, np.nan)
+                                  for r, m in zip(runs, per_run)]) for k in names}
     return {"run": cat(lambda r: [r.run_id] * r.checkpoints.size, object).astype(str),
             "group": cat(lambda r: [r.group] * r.checkpoints.size, object).astype(str),
             "step": cat(lambda r: r.steps, np.int64),
@@ -209,7 +226,17 @@ def _labels(runs: Sequence[SelectedRun], src_map: Sequence[int] | None = None) -
             "checkpoint": cat(lambda r: r.checkpoints, np.int64),
             "source": cat(lambda r: np.full(r.checkpoints.size,
                                             r.source if src_map is None else src_map[r.source]),
-                          np.int64)}
+                          np.int64),
+            "metrics": metrics}
+
+
+def _concat_metrics(old: Mapping[str, np.ndarray], n_old: int,
+                    new: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Metrics of old points followed by new ones; a metric missing on one side is NaN there."""
+    n_new = next(iter(new.values())).size if new else 0
+    return {k: np.concatenate([old.get(k, np.full(n_old, np.nan)),
+                               new.get(k, np.full(n_new, np.nan))])
+            for k in dict.fromkeys([*old, *new])}
 
 
 def embed(files: Sequence[str | Path], *, method: str = "tsne", representation: str = "probs",
@@ -250,9 +277,9 @@ def embed(files: Sequence[str | Path], *, method: str = "tsne", representation: 
         sources = [_source_entry(e) for e in exps]
         sha = exps[0].probe_sha256
         probe = (exps[0].probe_size, exps[0].n_classes)
+        lab = _labels(runs, exps)
     coords, fitted = fit(method, feats, dims=dims, seed=seed, params=params)
     quality = embedding_quality(feats, coords, k=quality_k, seed=seed)
-    lab = _labels(runs)
     attrs = {"method": method, "representation": representation, "dims": dims,
              "pca_dims": int(pca.n_components_), "seed": seed, "params": fitted,
              "probe_sha256": sha, "probe_size": probe[0], "n_classes": probe[1],
@@ -266,4 +293,5 @@ def embed(files: Sequence[str | Path], *, method: str = "tsne", representation: 
              quality["knn_preservation"])
     return Embedding(coords=coords, run=lab["run"], step=lab["step"], group=lab["group"],
                      epoch=lab["epoch"], checkpoint=lab["checkpoint"], source=lab["source"],
-                     added=np.zeros(m, dtype=bool), attrs=attrs, features=feats, pca=pca)
+                     added=np.zeros(m, dtype=bool), attrs=attrs, features=feats, pca=pca,
+                     metrics=lab["metrics"])
