@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo reproduce test bench clean
+.PHONY: install demo reproduce test bench clean browser
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,8 +27,14 @@ demo: install
 
 # Tests run tiny workloads, for which one torch thread per process is fastest (and keeps the
 # suite's subprocesses from oversubscribing a 2-core machine).
-test: install
+test: install browser
 	OMP_NUM_THREADS=1 $(VENV)/bin/python -m pytest -q
+
+# The tests of interactive pages open them in headless Chromium (Debian's package).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { echo "installing Debian's chromium for the page tests (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 clean:
 	rm -rf $(VENV) build *.egg-info
