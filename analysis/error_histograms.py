@@ -1,7 +1,7 @@
 """Histograms of test error over seeds, shallowest vs deepest nets. (F2; study: depth)
 
 Reads the results that `trajviz reproduce` recorded and writes the figure as PDF and PNG
-(GIF for the animation). Usage: python analysis/error_histograms.py [DIR] [--profile quick|full] [-o OUT]
+(GIF for the animation). Usage: python analysis/error_histograms.py [DIR] [--profile PROFILE] [--studies DIR] [-o OUT]
 """
 
 import sys

@@ -1,7 +1,7 @@
 """Spread of the final functions (mean squared distance of probe outputs to the group centroid) by depth. (F5; study: depth)
 
 Reads the results that `trajviz reproduce` recorded and writes the figure as PDF and PNG
-(GIF for the animation). Usage: python analysis/function_spread.py [DIR] [--profile quick|full] [-o OUT]
+(GIF for the animation). Usage: python analysis/function_spread.py [DIR] [--profile PROFILE] [--studies DIR] [-o OUT]
 """
 
 import sys

@@ -1,7 +1,7 @@
 """Distance between the groups' centroids over their RMS radius, per epoch (above 1: apart). (F10; study: trajectories)
 
 Reads the results that `trajviz reproduce` recorded and writes the figure as PDF and PNG
-(GIF for the animation). Usage: python analysis/group_separation.py [DIR] [--profile quick|full] [-o OUT]
+(GIF for the animation). Usage: python analysis/group_separation.py [DIR] [--profile PROFILE] [--studies DIR] [-o OUT]
 """
 
 import sys

@@ -1,7 +1,7 @@
 """Training NLL along 7 unit stochastic-gradient directions around the final parameters of each run. (F9; study: landscape)
 
 Reads the results that `trajviz reproduce` recorded and writes the figure as PDF and PNG
-(GIF for the animation). Usage: python analysis/landscape_scans.py [DIR] [--profile quick|full] [-o OUT]
+(GIF for the animation). Usage: python analysis/landscape_scans.py [DIR] [--profile PROFILE] [--studies DIR] [-o OUT]
 """
 
 import sys

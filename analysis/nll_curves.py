@@ -1,7 +1,7 @@
 """log test NLL against log train NLL after each epoch, one line per seed (dot: last epoch). (F3; study: depth)
 
 Reads the results that `trajviz reproduce` recorded and writes the figure as PDF and PNG
-(GIF for the animation). Usage: python analysis/nll_curves.py [DIR] [--profile quick|full] [-o OUT]
+(GIF for the animation). Usage: python analysis/nll_curves.py [DIR] [--profile PROFILE] [--studies DIR] [-o OUT]
 """
 
 import sys

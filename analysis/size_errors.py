@@ -1,7 +1,7 @@
 """Test error vs training-set size (mean, 95% error bars over seeds). (F4; study: size)
 
 Reads the results that `trajviz reproduce` recorded and writes the figure as PDF and PNG
-(GIF for the animation). Usage: python analysis/size_errors.py [DIR] [--profile quick|full] [-o OUT]
+(GIF for the animation). Usage: python analysis/size_errors.py [DIR] [--profile PROFILE] [--studies DIR] [-o OUT]
 """
 
 import sys

@@ -1,7 +1,7 @@
 """t-SNE trajectories over training (animated GIF). (F10; study: trajectories)
 
 Reads the results that `trajviz reproduce` recorded and writes the figure as PDF and PNG
-(GIF for the animation). Usage: python analysis/trajectories_animation.py [DIR] [--profile quick|full] [-o OUT]
+(GIF for the animation). Usage: python analysis/trajectories_animation.py [DIR] [--profile PROFILE] [--studies DIR] [-o OUT]
 """
 
 import sys

@@ -1,7 +1,7 @@
 """t-SNE of all checkpoints of all nets (probe outputs); colour: training time (dark = start), circle: start, cross: end. (F10; study: trajectories)
 
 Reads the results that `trajviz reproduce` recorded and writes the figure as PDF and PNG
-(GIF for the animation). Usage: python analysis/trajectories_tsne.py [DIR] [--profile quick|full] [-o OUT]
+(GIF for the animation). Usage: python analysis/trajectories_tsne.py [DIR] [--profile PROFILE] [--studies DIR] [-o OUT]
 """
 
 import sys

@@ -1,4 +1,4 @@
-"""Tiny versions of the study files (runs/studies), for tests: seconds, not minutes."""
+"""Tiny versions of the study files (trajviz/presets/studies), for tests: seconds, not minutes."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from trajviz.errors import ConfigError
 from trajviz.reproduce.findings import FINDINGS, VERDICTS
 from trajviz.reproduce import reproduce
 from trajviz.reproduce.figures import FIGURES
-from trajviz.reproduce.studies import load_studies, parse_study
+from trajviz.reproduce.studies import PROFILES, copy_studies, load_studies, packaged_studies, parse_study
 from trajviz.store import ExperimentFile
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -40,14 +40,51 @@ def tiny(tmp_path_factory):
 # --------------------------------------------------------------------------- study files
 
 
-def test_repository_studies_validate_for_both_profiles():
-    for profile in ("quick", "full"):
-        studies = load_studies(ROOT / "runs" / "studies", profile)
+def test_packaged_studies_validate_for_every_profile():
+    for profile in PROFILES:
+        studies = load_studies(None, profile)
         needed = {s for f in FINDINGS.values() for s in f.studies}
         assert needed <= set(studies), f"{profile}: studies missing for some findings"
-    full = load_studies(ROOT / "runs" / "studies", "full")
+    full = load_studies(None, "full")
     assert len(full["depth"].setting("depth1").config.seeds) == 400
     assert full["depth"].setting("depth1").config.dataset.name == "mnist"
+    tiny = load_studies(None, "tiny")
+    assert tiny["depth"].setting("depth2").config.train.epochs <= 2
+
+
+def test_packaged_studies_load_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no runs/ here: the studies come with the package
+    studies = load_studies(None, "quick")
+    assert studies["depth"].path.parent == Path(str(packaged_studies()))
+    assert studies["depth"].setting("depth4").config.model.depth == 4
+
+
+def test_studies_have_one_source(tmp_path):
+    """The packaged files are the only study files in the repository: no second copy to drift."""
+    import tomllib
+
+    packaged = Path(str(packaged_studies())).resolve()
+    elsewhere = [p for p in ROOT.rglob("*.toml")
+                 if packaged not in p.resolve().parents and ".venv" not in p.parts
+                 and "study" in tomllib.loads(p.read_text())]
+    assert elsewhere == []
+
+
+def test_copy_studies_round_trips_and_never_replaces(tmp_path, capsys):
+    assert main(["reproduce", "--copy-studies", str(tmp_path / "mine"), "-q"]) == 0
+    copies = sorted(p.name for p in (tmp_path / "mine").iterdir())
+    assert copies == sorted(p.name for p in Path(str(packaged_studies())).glob("*.toml"))
+    ours, theirs = load_studies(tmp_path / "mine", "quick"), load_studies(None, "quick")
+    assert {k: [s.config for s in v.settings] for k, v in ours.items()} == \
+        {k: [s.config for s in v.settings] for k, v in theirs.items()}
+    (tmp_path / "mine" / "depth.toml").write_text("# edited")
+    assert main(["reproduce", "--copy-studies", str(tmp_path / "mine"), "-q"]) == 1
+    assert "exists" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "depth.toml").read_text() == "# edited"
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_studies(tmp_path / "nope", "quick")
+    copy_studies(tmp_path / "other")
+    assert len(list((tmp_path / "other").glob("*.toml"))) == len(copies)
 
 
 def _study(**over):

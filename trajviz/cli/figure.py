@@ -12,13 +12,14 @@ from typing import Sequence
 def figure_main(name: str, argv: Sequence[str] | None = None) -> int:
     """Command line of one analysis/ script: draw figure ``name`` from stored results.
 
-    ``python analysis/<name>.py [DIR] [--profile quick|full] [--studies runs/studies] [-o OUT]``
+    ``python analysis/<name>.py [DIR] [--profile PROFILE] [--studies DIR] [-o OUT]``
     reads ``DIR/results`` (what ``trajviz reproduce -o DIR`` recorded) and writes OUT/<name>.pdf
     and .png (.gif for the animation). Trains nothing; a missing result is a one-line error.
     """
     import argparse
     import sys
 
+    from trajviz.cli import HelpFormatter
     from trajviz.errors import TrajvizError
     from trajviz.reproduce.figures import FigureContext, build_figure, figure_spec
     from trajviz.reproduce.results import read_results
@@ -27,11 +28,12 @@ def figure_main(name: str, argv: Sequence[str] | None = None) -> int:
 
     spec = figure_spec(name)
     p = argparse.ArgumentParser(prog=f"analysis/{name}.py", description=spec.caption,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("results", nargs="?", type=Path, default=Path("reproduce-quick"),
                    help="output directory of `trajviz reproduce` (holding results/)")
     p.add_argument("--profile", choices=PROFILES, default="quick", help="profile the results were recorded with")
-    p.add_argument("--studies", type=Path, default=Path("runs/studies"), help="directory of study files")
+    p.add_argument("--studies", type=Path, default=None, metavar="DIR",
+                   help="directory of study files (default: the ones packaged with trajviz)")
     p.add_argument("-o", "--output", type=Path, default=None, help="figure directory (default: RESULTS/figures)")
     p.add_argument("--seed", type=int, default=0, help="seed of the embeddings")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")

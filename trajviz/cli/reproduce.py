@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from trajviz.cli import HelpFormatter, add_common
+from trajviz.reproduce.studies import PROFILES
 
 DESCRIPTION = """\
 Reproduce findings F1-F10 of Erhan et al. (2009, 2010): record whatever results are missing
@@ -15,48 +16,62 @@ statistic with a bootstrap 95% interval (BCa) and a verdict (rule: docs/findings
 figures (PDF, PNG, GIF) and write report.md, report.html and findings.json into the output
 directory.
 
-The studies are defined by runs/studies/*.toml, each with a `quick` profile (scikit-learn's
-8x8 digits, 10 seeds; sized for 2 CPU cores, all ten findings in under 20 minutes) and a `full`
-profile (MNIST and Shapeset, up to 400 seeds, 50 epochs; a GPU box or a cluster).
+The studies are TOML files that ship with trajviz (trajviz/presets/studies/*.toml; any working
+directory will do), each with a `quick` profile (scikit-learn's 8x8 digits, 10 seeds; sized for
+2 CPU cores, all ten findings in under 20 minutes), a `full` profile (MNIST and Shapeset, up to
+400 seeds, 50 epochs; a GPU box or a cluster) and a `tiny` one that checks an installation in
+seconds (its numbers mean nothing). To change them: --copy-studies DIR, edit, --studies DIR.
 Study-file format, outputs and figures: docs/reproduce.md; the verdict rule: docs/findings.md.
 examples:
   trajviz reproduce                          # quick profile, all findings -> reproduce-quick/
   trajviz reproduce --only F1,F10 -o out/    # only what F1 and F10 need
+  trajviz reproduce --profile tiny --only F5 -o out/   # check the installation (seconds)
   trajviz reproduce --profile full -o full/  # the studies' sizes (needs MNIST: trajviz data fetch mnist)
+  trajviz reproduce --copy-studies my-studies/       # copy the study files to edit
+  trajviz reproduce --studies my-studies/ -o mine/   # ... and run the edited ones
 """
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reproduce", help="reproduce the pre-training studies' findings, with figures and a report",
                        description=DESCRIPTION, formatter_class=HelpFormatter)
-    p.add_argument("--profile", choices=("quick", "full"), default="quick",
-                   help="study sizes: quick (2 CPU cores) or full (the studies' sizes)")
+    p.add_argument("--profile", choices=PROFILES, default="quick",
+                   help="study sizes: tiny (seconds; checks an installation), quick (2 CPU cores) "
+                        "or full (the studies' sizes)")
     p.add_argument("--only", default=None, metavar="F1,F10",
-                   help="comma-separated findings to reproduce; None = all ten")
+                   help="comma-separated findings to reproduce (default: all ten)")
     p.add_argument("-o", "--output", type=Path, default=None,
-                   help="output directory; None = reproduce-<profile>")
-    p.add_argument("--studies", type=Path, default=Path("runs/studies"),
-                   help="directory of study files")
+                   help="output directory (default: reproduce-<profile>)")
+    p.add_argument("--studies", type=Path, default=None, metavar="DIR",
+                   help="directory of study files (default: the ones packaged with trajviz)")
+    p.add_argument("--copy-studies", type=Path, default=None, metavar="DIR",
+                   help="write the packaged study files into DIR (to edit, then --studies DIR) and "
+                        "exit; never replaces a file")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the embeddings")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples per finding (BCa interval)")
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads; the studies' small nets at minibatch 10 gain nothing "
-                        "from more, and lose on a busy machine (0 = torch's default)")
+                        "from more, and lose on a busy machine (0 = as many as torch picks)")
     add_common(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from trajviz.errors import ConfigError
-    from trajviz.reproduce import reproduce
+    from trajviz.reproduce import copy_studies, reproduce
 
+    if args.copy_studies is not None:
+        for path in copy_studies(args.copy_studies):
+            if not args.quiet:
+                print(path)
+        return 0
     if args.n_boot < 100:
         raise ConfigError(f"--n-boot {args.n_boot}: must be >= 100 for a 95% interval")
     if args.seed < 0:
         raise ConfigError(f"--seed {args.seed}: must be >= 0")
     if args.threads < 0:
-        raise ConfigError(f"--threads {args.threads}: must be >= 0 (0 = torch's default)")
+        raise ConfigError(f"--threads {args.threads}: must be >= 0 (0 = as many as torch picks)")
     if args.threads:
         import torch
 

@@ -1,6 +1,7 @@
 """``trajviz reproduce``: every finding of Erhan et al. (2009, 2010) by one call.
 
-:func:`reproduce` reads the study files (runs/studies/*.toml, :mod:`.studies`), records whatever
+:func:`reproduce` reads the study files (packaged with trajviz, trajviz/presets/studies/*.toml, or
+a directory of edited copies; :mod:`.studies`), records whatever
 results are missing (:mod:`.run`; finished runs are not redone), runs the landscape scans F9
 needs (:mod:`.landscape`), computes each finding's statistic, interval and verdict
 (:mod:`.findings`, with the bootstrap and verdict rule of :mod:`.statistics`; the studies'
@@ -22,14 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from trajviz.reproduce.studies import PROFILES, Setting, Study, load_studies, result_path
+from trajviz.reproduce.studies import (PROFILES, Setting, Study, copy_studies, load_studies,
+                                       packaged_studies, result_path)
 
 log = logging.getLogger(__name__)
 
 __all__ = ["reproduce", "ReproduceResult", "load_studies", "Study", "Setting", "result_path",
-           "PROFILES", "DEFAULT_STUDIES"]
+           "PROFILES", "DEFAULT_STUDIES", "copy_studies", "packaged_studies"]
 
-DEFAULT_STUDIES = Path("runs/studies")
+#: ``studies_dir`` default: the study files packaged with trajviz (any working directory)
+DEFAULT_STUDIES = None
 
 
 @dataclass
@@ -45,12 +48,13 @@ class ReproduceResult:
 
 
 def reproduce(*, profile: str = "quick", only: str | Sequence[str] | None = None,
-              output: str | Path = "reproduce-quick", studies_dir: str | Path = DEFAULT_STUDIES,
+              output: str | Path = "reproduce-quick", studies_dir: str | Path | None = DEFAULT_STUDIES,
               seed: int = 0, n_boot: int = 2000, figures: bool = True, progress: bool = False,
               command: str = "") -> ReproduceResult:
     """Record missing results, then compute findings, figures and the report.
 
-    ``only``: finding ids (``"F1,F10"`` or a list); default all. ``seed`` seeds the bootstrap
+    ``only``: finding ids (``"F1,F10"`` or a list); default all. ``studies_dir``: a directory
+    of study files; ``None``, the ones packaged with trajviz. ``seed`` seeds the bootstrap
     and the embeddings. Returns a :class:`ReproduceResult`.
     """
     from trajviz import __version__

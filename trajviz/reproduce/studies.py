@@ -28,19 +28,28 @@ In a ``set`` table, ``{ range = [a, b] }`` stands for the list ``[a, a+1, ..., b
 Every setting resolves to a validated :class:`~trajviz.config.ExperimentConfig` (through
 :func:`trajviz.config.config_from_dict`) before anything trains, so a typo fails in a second,
 not after an hour. Numpy-free and torch-free: reading studies is cheap.
+
+The study files of the papers ship with the package (``trajviz/presets/studies/*.toml``, read
+through :mod:`importlib.resources`), so the reproduction runs from any folder of an installed
+trajviz; :func:`load_studies` reads them when given no directory, and :func:`copy_studies`
+writes them out for editing (then ``load_studies(that_directory, ...)``).
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Mapping
 
-from trajviz.config import ExperimentConfig, config_from_dict, read_toml, set_dotted
+from trajviz.config import ExperimentConfig, config_from_dict, parse_toml, read_toml, set_dotted
 from trajviz.errors import ConfigError
 
-PROFILES = ("quick", "full")
+#: every study file has one table per profile: ``tiny`` checks an installation in seconds (its
+#: numbers mean nothing), ``quick`` fits 2 CPU cores, ``full`` is the studies' own sizes
+PROFILES = ("tiny", "quick", "full")
 STUDY_KEYS = {"study", "findings", "description", "base", "settings", "profiles", "scan"}
 SETTING_KEYS = {"id", "set", "from", "label"}
 PROFILE_KEYS = {"set", "settings", "scan"}
@@ -180,22 +189,40 @@ def load_study(path: str | Path, profile: str) -> Study:
     return parse_study(read_toml(path, "study"), profile, path)
 
 
-def load_studies(directory: str | Path, profile: str) -> dict[str, Study]:
-    """Every ``*.toml`` study of ``directory``, resolved for ``profile``; cross-study ``from``
-    references are checked."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise ConfigError(f"study directory {str(directory)!r} does not exist; run from the "
-                          "repository root (studies live in runs/studies) or pass --studies DIR")
+def packaged_studies() -> Traversable:
+    """The folder of study files that ships with trajviz (``trajviz/presets/studies``)."""
+    return files("trajviz.presets").joinpath("studies")
+
+
+def _study_files(directory: Traversable) -> list[Traversable]:
+    return sorted((f for f in directory.iterdir() if f.name.endswith(".toml") and f.is_file()),
+                  key=lambda f: f.name)
+
+
+def load_studies(directory: str | Path | None, profile: str) -> dict[str, Study]:
+    """Every ``*.toml`` study of ``directory`` (``None``: the study files packaged with trajviz),
+    resolved for ``profile``; cross-study ``from`` references are checked."""
+    if directory is None:
+        source: Traversable = packaged_studies()
+    else:
+        source = Path(directory)
+        if not source.is_dir():
+            raise ConfigError(f"study directory {str(directory)!r} does not exist or is not a "
+                              "directory (leave it out to use the study files packaged with trajviz)")
     studies: dict[str, Study] = {}
-    for path in sorted(directory.glob("*.toml")):
-        study = load_study(path, profile)
+    for entry in _study_files(source):
+        path = Path(str(entry))
+        if isinstance(entry, Path):
+            data = read_toml(entry, "study")
+        else:  # a packaged file inside an archive: read through importlib.resources
+            data = parse_toml(entry.read_text(), str(path))
+        study = parse_study(data, profile, path)
         if study.name in studies:
             raise ConfigError(f"study {study.name!r} is defined twice ({studies[study.name].path} "
                               f"and {path})")
         studies[study.name] = study
     if not studies:
-        raise ConfigError(f"study directory {str(directory)!r} holds no *.toml study files")
+        raise ConfigError(f"study directory {str(source)!r} holds no *.toml study files")
     for study in studies.values():
         for s in study.settings:
             if s.source is None:
@@ -208,6 +235,23 @@ def load_studies(directory: str | Path, profile: str) -> dict[str, Study]:
                 raise ConfigError(f"{study.path}: setting {s.id!r} reuses {a}/{b}, which itself "
                                   "reuses another study; point at the original")
     return studies
+
+
+def copy_studies(directory: str | Path) -> list[Path]:
+    """Write the packaged study files into ``directory`` (created if missing), to edit and then
+    pass to :func:`load_studies`. Refuses, before writing anything, if a file would be replaced."""
+    directory = Path(directory)
+    entries = _study_files(packaged_studies())
+    targets = [directory / e.name for e in entries]
+    existing = [str(t) for t in targets if t.exists()]
+    if existing:
+        raise ConfigError(f"{existing[0]} exists; copy the study files into a new or empty directory")
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"{str(directory)!r} is a file; give a directory")
+    directory.mkdir(parents=True, exist_ok=True)
+    for entry, target in zip(entries, targets):
+        target.write_text(entry.read_text())
+    return targets
 
 
 def result_path(results_dir: str | Path, setting: Setting) -> Path:
