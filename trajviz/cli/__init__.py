@@ -23,8 +23,22 @@ COMMANDS = ["record", "info", "config", "plot", "data", "sweep", "reproduce", "p
             "divergence", "landscape"]
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows defaults and keeps the description's line breaks."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default once and keeps the description's line breaks.
+
+    Appends ``(default: VALUE)`` to an option's help unless the help already states its default
+    in words (``(default: the built-in default)``), the option is a flag (off unless given) or
+    it has no default value (``None``: its help says what happens without it).
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if ("default:" in text or "%(default)" in text or action.default is None
+                or action.default is False or action.default is argparse.SUPPRESS):
+            return action.help
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return text + " (default: %(default)s)"
+        return action.help
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:

@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from trajviz.data.mnist import BASE_URL
 
     f.add_argument("-o", "--output", type=Path, default=default_dir(), metavar="DIR",
-                   help="directory to fill; the default is $TRAJVIZ_DATA, else ./data")
+                   help="directory to fill (default: $TRAJVIZ_DATA, else ./data)")
     f.add_argument("--base-url", default=BASE_URL,
                    help="mirror holding the files under their canonical names")
     f.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server")

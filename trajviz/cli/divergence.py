@@ -34,11 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--representation", choices=REPRESENTATIONS, default="probs",
                    help="probs: probabilities; sqrt: square roots (Hellinger); log: log-probabilities")
     p.add_argument("--groups", default=None,
-                   help="comma-separated groups to keep, e.g. none,sdae (None: all groups)")
+                   help="comma-separated groups to keep, e.g. none,sdae (default: all groups)")
     p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE[,VALUE]",
                    help="keep runs whose attribute KEY is one of the values (repeatable)")
     p.add_argument("--checkpoints", default=None, metavar="START:STOP[:STRIDE]",
-                   help="checkpoint indices per run (None: all)")
+                   help="checkpoint indices per run (default: all)")
     p.add_argument("-k", type=int, default=5, help="neighbours of the leave-one-out k-NN accuracy")
     p.add_argument("--tau", type=float, default=0.1,
                    help="divergence threshold, as a fraction of the spread's rise after its minimum")

@@ -31,10 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--html", action="store_true",
                    help="write an interactive page (plotly) instead of a static figure")
     p.add_argument("--groups", default=None,
-                   help="comma-separated groups to draw, in this order (None: all)")
+                   help="comma-separated groups to draw, in this order (default: all)")
     p.add_argument("--cmaps", default=None,
                    help="comma-separated matplotlib colour maps, one per group "
-                        "(None: Blues,Reds,Greens,Purples,Oranges,Greys)")
+                        "(default: Blues,Reds,Greens,Purples,Oranges,Greys)")
     p.add_argument("--width", type=float, default=3.4, help="figure width, inches")
     p.add_argument("--height", type=float, default=3.0, help="figure height, inches")
     p.add_argument("--font-size", type=float, default=7.0, help="font size, points")

@@ -49,11 +49,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pca-dims", type=int, default=50,
                    help="streaming PCA dimensions before the method (the studies' t-SNE: 30)")
     p.add_argument("--groups", default=None,
-                   help="comma-separated groups to keep, e.g. none,sdae (None: all groups)")
+                   help="comma-separated groups to keep, e.g. none,sdae (default: all groups)")
     p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE[,VALUE]",
                    help="keep runs whose attribute KEY is one of the values, e.g. seed=0,1 (repeatable)")
     p.add_argument("--checkpoints", default=None, metavar="START:STOP[:STRIDE]",
-                   help="checkpoint indices per run (None: all)")
+                   help="checkpoint indices per run (default: all)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="method parameter, e.g. perplexity=30, n_neighbors=10, min_dist=0.1 "
                         "(repeatable; see docs/project.md)")
