@@ -104,6 +104,64 @@ def test_help_shows_defaults():
     assert res.returncode == 0 and "[pretrain]" in res.stdout
 
 
+def _help_entries(text: str) -> list[str]:
+    """The option and positional entries of a --help text, each as one line."""
+    entries: list[str] = []
+    in_args = False
+    for line in text.splitlines():
+        if line in ("options:", "positional arguments:"):
+            in_args = True
+        elif not line.startswith(" "):
+            in_args = False
+        elif in_args and line.startswith("  ") and not line.startswith("   "):
+            entries.append(line.strip())
+        elif in_args and entries:
+            entries[-1] += " " + line.strip()
+    return entries
+
+
+def _all_helps() -> dict[str, str]:
+    import argparse
+
+    from trajviz.cli import build_parser
+
+    helps: dict[str, str] = {}
+
+    def walk(parser: argparse.ArgumentParser, name: str) -> None:
+        helps[name] = parser.format_help()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub, subparser in action.choices.items():
+                    walk(subparser, f"{name} {sub}")
+
+    walk(build_parser(), "trajviz")
+    return helps
+
+
+def test_every_help_prints_each_default_once(capsys):
+    """Every subcommand, nested ones (plot trajectories) and the analysis/ scripts included."""
+    import re
+
+    from trajviz.cli.figure import figure_main
+
+    helps = _all_helps()
+    assert {"trajviz plot trajectories", "trajviz plot landscape", "trajviz data fetch"} <= set(helps)
+    with pytest.raises(SystemExit):
+        figure_main("depth_boxplots", ["--help"])
+    helps["analysis/depth_boxplots.py"] = capsys.readouterr().out
+    shown = 0
+    for name, text in helps.items():
+        entries = _help_entries(text)
+        assert entries, name
+        for entry in entries:
+            assert len(re.findall(r"\bdefault\b", entry)) <= 1, f"{name}: {entry}"
+            assert "(default: None)" not in entry and "(default: False)" not in entry, f"{name}: {entry}"
+            shown += "(default:" in entry
+    assert shown > 50  # the defaults are still shown
+    assert "(default: 2000)" in helps["trajviz reproduce"]  # --n-boot
+    assert "(default: reproduce-<profile>)" in helps["trajviz reproduce"]
+
+
 def test_sigkill_mid_run_leaves_a_readable_file_and_resume_finishes(tmp_path, tiny_dict):
     tiny_dict["train"]["epochs"] = 40
     tiny_dict["pretrain"]["methods"] = ["none"]
@@ -157,3 +215,23 @@ def test_output_piped_into_a_closed_pipe_ends_quietly(tmp_path, tiny_config):
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141
     assert "Traceback" not in stderr
+
+
+def test_info_prints_missing_values_one_way(tmp_path, capsys):
+    """A run without test metrics or model selection: '-' in both tables, null in the JSON."""
+    import torch
+    from torch import nn
+
+    from trajviz import Recorder
+
+    path = tmp_path / "bare.h5"
+    with Recorder(path, torch.rand(6, 3), run_id="bare0", seed=0, group="bare") as rec:
+        rec.record(nn.Linear(3, 2), step=0)
+    assert main(["info", "--runs", str(path), "-o", str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    assert "nan" not in out.lower()
+    run_line = next(line for line in out.splitlines() if line.startswith("bare0"))
+    assert run_line.split()[4:7] == ["-", "-", "-"]  # test error, @ best valid, best epoch
+    data = json.loads((tmp_path / "s.json").read_text())  # strict JSON: no NaN
+    assert data["runs"]["bare0"]["final_test_error"] is None
+    assert data["runs"]["bare0"]["best_epoch"] is None

@@ -27,14 +27,16 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Shows each option's default once and keeps the description's line breaks.
 
     Appends ``(default: VALUE)`` to an option's help unless the help already states its default
-    in words (``(default: the built-in default)``), the option is a flag (off unless given) or
-    it has no default value (``None``: its help says what happens without it).
+    in words (``(default: the built-in experiment)``), the option is a flag (off unless given),
+    it has no default value (``None``: its help says what happens without it) or it collects
+    repeated values into an empty list.
     """
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
         if ("default:" in text or "%(default)" in text or action.default is None
-                or action.default is False or action.default is argparse.SUPPRESS):
+                or action.default is False or action.default is argparse.SUPPRESS
+                or action.default == []):
             return action.help
         if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
             return text + " (default: %(default)s)"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
+from typing import Any
 
 from trajviz.cli import HelpFormatter, add_common
 
@@ -51,5 +53,16 @@ def run(args: argparse.Namespace) -> int:
                                     "test_error_at_best": r.test_error_at_best,
                                     "best_epoch": r.best_epoch}
                          for r in summary.runs}}
-        args.output.write_text(json.dumps(data, indent=2))
+        args.output.write_text(json.dumps(_missing_as_null(data), indent=2, allow_nan=False))
     return 0
+
+
+def _missing_as_null(value: Any) -> Any:
+    """NaN (a missing value) as JSON null, as the tables print '-': strict JSON, one spelling."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _missing_as_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_missing_as_null(v) for v in value]
+    return value

@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("record", help="train nets and record their function-space trajectories",
                        description=DESCRIPTION, formatter_class=HelpFormatter)
     p.add_argument("config", nargs="?", metavar="CONFIG",
-                   help="experiment TOML file (default: the built-in experiment, trajviz/presets/default.toml)")
+                   help="experiment TOML file (default: the built-in experiment, described above)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set model.depth=3 (repeatable)")
     p.add_argument("-o", "--output", type=Path, default=None,

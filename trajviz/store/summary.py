@@ -37,6 +37,15 @@ class GroupSummary:
                    if np.isfinite(v) and v > chance_nll(n_classes) - CHANCE_MARGIN)
 
 
+#: how a table shows a value that is missing (no checkpoint yet, no model selection, NaN)
+MISSING = "-"
+
+
+def format_number(value: float, fmt: str) -> str:
+    """``fmt % value``, or :data:`MISSING` for a missing (non-finite) value."""
+    return fmt % value if np.isfinite(value) else MISSING
+
+
 def chance_nll(n_classes: int) -> float:
     """NLL of the uniform guess over ``n_classes`` classes: ln C nats."""
     return float(np.log(n_classes))
@@ -75,7 +84,7 @@ class FileSummary:
             v = np.asarray(values, dtype=float)
             v = v[np.isfinite(v)]
             if v.size == 0:
-                return "-"
+                return MISSING
             return (fmt % v.mean()) + (" ± " + fmt % v.std(ddof=1) if v.size > 1 else "")
 
         gw = max([12] + [len(g) for g in self.groups])
@@ -113,8 +122,9 @@ class FileSummary:
                          f"{'test error':<10} {'test err @ best valid':<21} {'best epoch':<10} status")
             for r in self.runs:
                 lines.append(f"{r.run_id:<{rw}} {r.method:<{mw}} {r.seed:>4} {r.checkpoints:>11}  "
-                             f"{r.final_test_error:<10.4f} {r.test_error_at_best:<21.4f} "
-                             f"{r.best_epoch:<10.1f} {r.status}")
+                             f"{format_number(r.final_test_error, '%.4f'):<10} "
+                             f"{format_number(r.test_error_at_best, '%.4f'):<21} "
+                             f"{format_number(r.best_epoch, '%.1f'):<10} {r.status}")
         return "\n".join(lines)
 
 
