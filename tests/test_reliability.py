@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from trajviz.errors import FileLockedError, StoreWriteError
-from trajviz.store.journal import OWNER_LEN, WriteSession, journal_path, read_hot_journal
+from trajviz.store.journal import OWNER_LEN, JournaledFile, WriteSession, journal_path, read_hot_journal
 from trajviz.store import ExperimentFile, ExperimentWriter, LandscapeFile, LandscapeWriter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,15 +63,15 @@ def expected(tmp_path_factory) -> Path:
 def _count_writes(monkeypatch, run: Callable[[], None]) -> int:
     """How many journaled HDF5 writes ``run`` makes."""
     calls = [0]
-    orig = WriteSession.write
+    orig = JournaledFile.write
 
     def counting(self, data):
         calls[0] += 1
         return orig(self, data)
 
-    monkeypatch.setattr(WriteSession, "write", counting)
+    monkeypatch.setattr(JournaledFile, "write", counting)
     run()
-    monkeypatch.setattr(WriteSession, "write", orig)
+    monkeypatch.setattr(JournaledFile, "write", orig)
     return calls[0]
 
 
@@ -89,21 +89,22 @@ def _die_at_write(k: int, how: str, run: Callable[[], None]) -> int:
     if pid == 0:  # pragma: no cover - the child
         try:
             calls = [0]
-            orig = WriteSession.write
+            orig = JournaledFile.write
 
             def crashing(self, data):
                 calls[0] += 1
                 if calls[0] == k:
                     data = bytes(data)
                     if how == "half":
-                        self._save_pages(self._pos, self._pos + len(data))
-                        os.pwrite(self._fd, data[:len(data) // 2], self._pos)
+                        pos = self.tell()
+                        self._journal.save_pages(self.fd, pos, pos + len(data))
+                        os.pwrite(self.fd, data[:len(data) // 2], pos)
                     else:
                         orig(self, data)
                     os._exit(77)
                 return orig(self, data)
 
-            WriteSession.write = crashing
+            JournaledFile.write = crashing
             run()
             os._exit(0)
         except BaseException:
@@ -333,7 +334,7 @@ def test_a_crash_at_any_hdf5_write_of_a_landscape_file_keeps_every_finished_row(
     file that LandscapeFile reads (before any repair) with every row written so far, nothing
     else, and whose resume ends equal to an uninterrupted run."""
     n_writes = _count_writes(monkeypatch, lambda: landscape_scenario(tmp_path / "count.h5"))
-    assert n_writes > 20  # also fails if the writer bypasses WriteSession
+    assert n_writes > 20  # also fails if the writer bypasses JournaledFile
     ks = sorted(set(np.linspace(1, n_writes, 12).astype(int)))
     hot = 0
     for i, k in enumerate(ks):

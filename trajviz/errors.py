@@ -40,6 +40,11 @@ class FileLockedError(TrajvizError, OSError):
     """Another live process is writing the file."""
 
 
+class LocksUnsupportedError(TrajvizError, OSError):
+    """The file's filesystem has no ``flock``, so the single-writer guarantee cannot be kept
+    (``TRAJVIZ_NO_LOCKS=1`` waives it)."""
+
+
 class TrainingDivergedError(TrajvizError, FloatingPointError):
     """The loss of a run became NaN or infinite."""
 

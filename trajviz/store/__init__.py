@@ -12,9 +12,12 @@ file as the last complete change left it (docs/reliability.md). Read side:
 
 Submodules, one per concern (everything is re-exported here; import from ``trajviz.store``):
 
-* :mod:`trajviz.store.journal`: the rollback journal (:class:`~trajviz.store.journal.WriteSession`,
-  recovery, :class:`~trajviz.store.journal.RolledBackView` for readers);
-  :mod:`trajviz.store.lock`: the advisory locks.
+* :mod:`trajviz.store.journal`: the rollback journal: :class:`~trajviz.store.journal.Journal`
+  (the journal file), :class:`~trajviz.store.journal.JournaledFile` (the file object h5py
+  writes through), :class:`~trajviz.store.journal.WriteSession` (a writer's hold on a file:
+  session lock, recovery, transactions), :class:`~trajviz.store.journal.RolledBackView` for
+  readers; :mod:`trajviz.store.lock`: the advisory locks (session lock, read lock, refusal of
+  filesystems without ``flock``).
 * :mod:`trajviz.store.journaled`: :class:`JournaledWriter`, the base of both writers: the
   session, one transaction per change, rollback and the one-line error of a failed write, the
   queue of changes while readers hold the file.

@@ -2,7 +2,8 @@
 
 :class:`JournaledWriter` is the base of :class:`~trajviz.store.ExperimentWriter` and
 :class:`~trajviz.store.LandscapeWriter`. It opens the file through a
-:class:`~trajviz.store.journal.WriteSession` (session lock, recovery, journaled writes) and makes every
+:class:`~trajviz.store.journal.WriteSession` (session lock, recovery, journaled writes; h5py
+writes through its ``file``) and makes every
 change one transaction (:meth:`JournaledWriter._transaction`): a process killed at any moment,
 even inside an HDF5 write, leaves the file as its last complete change left it, and a change
 that fails (disk full) is rolled back in-process and reported in one line. While readers hold
@@ -97,7 +98,7 @@ class JournaledWriter:
         file r+); ``check`` runs inside it and may refuse the file by raising."""
         self._session.open_main()
         with self._transaction():
-            self._f = h5py.File(self._session, "r+", libver=libver)
+            self._f = h5py.File(self._session.file, "r+", libver=libver)
             if check is not None:
                 check()
 
