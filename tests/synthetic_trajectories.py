@@ -73,3 +73,66 @@ def diverging_group(t0: int, *, n_runs: int = 8, T: int = 14, N: int = 40, C: in
         z = path + away + noise * rng.normal(size=(T, N, C))
         runs[f"{group}-{r}"] = (group, softmax(z).astype(np.float32))
     return runs
+
+
+# --------------------------------------------------------------------------- independent writer
+
+
+def write_plain_h5py(path: Path, runs: dict[str, tuple[str, int, np.ndarray]], *,
+                     config: dict | None = None) -> Path:
+    """Write ``runs``: run id -> (group, seed, probabilities (T, N, C)) with plain h5py, following
+    docs/format.md alone (no trajviz code): the file another program would write. Epoch of
+    checkpoint t = t."""
+    import json
+
+    import h5py
+
+    first = next(iter(runs.values()))[2]
+    t_len, n, c = first.shape
+    with h5py.File(path, "w") as f:
+        f.attrs["format"] = "trajviz"
+        f.attrs["format_version"] = 1
+        f.attrs["probe_sha256"] = "f" * 64
+        f.attrs["n_classes"] = c
+        f.attrs["config"] = json.dumps(config or {})
+        f.create_dataset("probe/targets", data=np.arange(n, dtype=np.int64) % c)
+        for rid, (group, seed, probs) in runs.items():
+            g = f.create_group(f"runs/{rid}")
+            g.attrs["seed"] = seed
+            g.attrs["pretrain"] = group
+            g.attrs["group"] = group
+            g.create_dataset("outputs", data=probs.astype(np.float32))
+            g.create_dataset("steps", data=np.arange(t_len, dtype=np.int64) * 50)
+            g.create_dataset("epochs", data=np.arange(t_len, dtype=np.float64))
+    return path
+
+
+def apart_together_parting(t0: int, *, n_runs: int = 8, T: int = 12, N: int = 40, C: int = 3,
+                           gap: float = 3.0, start: float = 1.0, floor: float = 0.15,
+                           rate: float = 0.5, rate_b: float | None = None, seed: int = 0,
+                           same_distribution: bool = False,
+                           paired_seeds: bool = True) -> dict[str, tuple[str, int, np.ndarray]]:
+    """Groups "A" and "B" of ``n_runs`` nets each. Logits of net i at checkpoint t:
+
+        common path(t) + (+-) gap/2 x shift + a(t) x e_i + max(t - t0, 0) x rate x u_i
+
+    with a(t) falling linearly from ``start`` to ``floor`` at t0 and holding there, e_i and u_i
+    each net's own random directions (``rate_b``: B's rate, default ``rate``): the groups are apart at every checkpoint, each group's
+    nets move together until t0, then part for good. ``same_distribution``: no gap (both groups
+    drawn alike: a null). Seeds: 0..n-1 in both groups (``paired_seeds``) or 0..n-1 and
+    1000..1000+n-1."""
+    rng = np.random.default_rng(seed)
+    path = rng.normal(size=(N, C)) + rng.normal(size=(T, N, C)).cumsum(axis=0) * 0.1
+    shift = rng.normal(size=(N, C))
+    t = np.arange(T, dtype=float)
+    amp = np.where(t < t0, start + (floor - start) * t / t0, floor)[:, None, None]
+    runs = {}
+    for g, sign in (("A", 0.5), ("B", -0.5)):
+        r = rate if g == "A" or rate_b is None else rate_b
+        away = (np.maximum(t - t0, 0.0) * r)[:, None, None]
+        for i in range(n_runs):
+            e, u = rng.normal(size=(N, C)), rng.normal(size=(N, C))
+            z = path + (0.0 if same_distribution else sign * gap) * shift + amp * e + away * u
+            s = i if (paired_seeds or g == "A") else 1000 + i
+            runs[f"{g}-{i}"] = (g, s, softmax(z))
+    return runs

@@ -38,9 +38,12 @@ def test_divergence_time_definition():
 
 
 def test_knn_accuracy_ties_go_to_nearest():
-    d = np.array([[0, 1, 2], [1, 0, 5], [2, 5, 0]], dtype=float)
-    assert knn_accuracy(d, ["x", "x", "y"], k=1) == pytest.approx(2 / 3)
-    assert np.isnan(knn_accuracy(d, ["x", "x", "x"]))
+    pos = np.array([0.0, 3.0, 4.0, 1.0, 8.0, 9.0])  # x, x, x, y, y, y on a line
+    d = np.abs(pos[:, None] - pos[None, :])
+    # k = 2: x@0 ties (y@1 nearer: wrong), y@1 has two x neighbours (wrong), the rest right
+    assert knn_accuracy(d, list("xxxyyy"), k=2) == pytest.approx(4 / 6)
+    assert np.isnan(knn_accuracy(d, list("xxxxxx")))
+    assert np.isnan(knn_accuracy(d, list("xxxxxy")))  # a group of one run has no own neighbour
 
 
 def test_two_groups_starting_apart_separate(tmp_path):
@@ -92,7 +95,8 @@ def test_cli_divergence(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "knn_accuracy" in out and "divergence time" in out
     saved = json.loads((tmp_path / "two.divergence.json").read_text())
-    assert saved["attrs"]["representation"] == "sqrt" and saved["attrs"]["k"] == 3
+    assert saved["attrs"]["representation"] == "sqrt" and saved["attrs"]["k_requested"] == 3
+    assert saved["attrs"]["k"] == 1  # 3 runs per group: at most 2 other runs of one's own group
     # existing output: refused, exit 1, one line
     assert main(["divergence", str(path), "-q"]) == 1
     err = capsys.readouterr().err

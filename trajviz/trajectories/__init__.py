@@ -1,6 +1,7 @@
 """Trajectory analyses: which runs and checkpoints (``runs``), streaming PCA (``pca``), the
 embedders (``embedders``: t-SNE, ISOMAP, UMAP, PCA), joint embeddings and their files
-(``embedding``), and divergence measures in the original function space (``divergence``).
+(``embedding``), divergence measures in the original function space (``divergence``), and the
+tests of whether two groups start and stay apart (``separation``).
 
 Nothing here imports torch. The entry points::
 
@@ -14,7 +15,8 @@ from trajviz.trajectories.embedding import METHODS, Embedding, embed
 from trajviz.trajectories.pca import StreamingPCA
 from trajviz.trajectories.runs import (REPRESENTATIONS, SelectedRun, open_experiments,
                                        parse_checkpoints, represent, select)
+from trajviz.trajectories.separation import Separation, separation
 
 __all__ = ["METHODS", "REPRESENTATIONS", "DivergenceTable", "Embedding", "SelectedRun",
-           "StreamingPCA", "divergence_table", "embed", "open_experiments", "parse_checkpoints",
-           "represent", "select"]
+           "Separation", "StreamingPCA", "divergence_table", "embed", "open_experiments",
+           "parse_checkpoints", "represent", "select", "separation"]

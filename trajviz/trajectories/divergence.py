@@ -14,10 +14,17 @@ the RMS Hellinger distance.)
 
 Measures, per checkpoint index t (runs aligned by checkpoint index):
 
-- ``spread`` of group g: mean of d over all pairs of g's nets.
+- ``spread`` of group g: mean of d over all pairs of g's nets (the one meaning of "spread" in
+  trajviz: a distance, in the unit of d).
 - ``centroid_distance`` of groups g, h: d between the mean representations of the groups.
 - ``knn_accuracy``: leave-one-out k-NN accuracy of predicting each net's group from its k
-  nearest other nets (majority vote; ties go to the group of the nearest tied net).
+  nearest other nets (majority vote; ties go to the group of the nearest tied net; neighbours by
+  scikit-learn). k is capped by the group sizes (:func:`trajviz.trajectories.separation.choose_k`:
+  at most the number of other nets in the smallest group; default the largest odd k <= 5 under
+  that cap), with a one-line warning when a requested k is lowered.
+- ``separation`` of two groups A, B (:mod:`trajviz.trajectories.separation`): permutation
+  p-values of the k-NN accuracy per checkpoint, "start apart" and "stay apart" tests with
+  verdicts, and B's spread over A's at the last checkpoint with a bootstrap interval.
 - ``divergence time`` of group g (:func:`divergence_time`): let s(t) be g's spread,
   t_min = argmin_t s(t), rise = max_{t >= t_min} s(t) - s(t_min). If rise < ``min_rise`` x
   s(t_min) the group does not diverge (None). Otherwise, with threshold
@@ -31,7 +38,8 @@ Measures, per checkpoint index t (runs aligned by checkpoint index):
   divergence.
 
 Public API: ``divergence_table(files, *, representation="probs", groups=None, where=None,
-checkpoints=None, k=5, tau=0.1, min_rise=0.1, n_boot=1000, seed=0) -> DivergenceTable`` (with
+checkpoints=None, k=None, tau=0.1, min_rise=0.1, n_boot=1000, seed=0, paired=None,
+n_permutations=9999) -> DivergenceTable`` (with
 ``format()``, ``to_dict()``, ``save(path)``); ``distance_matrices``, ``spread``,
 ``knn_accuracy``, ``divergence_time``, ``bootstrap_divergence_time`` for arrays.
 """
@@ -52,6 +60,8 @@ import numpy as np
 from trajviz.errors import ConfigError
 from trajviz.progress import progress_bar
 from trajviz.trajectories.runs import open_experiments, represent, run_vectors, select
+from trajviz.trajectories.separation import (N_PERMUTATIONS, Separation, choose_k, knn_correct,
+                                             knn_neighbours, separation)
 from trajviz.store import ExperimentFile
 
 log = logging.getLogger(__name__)
@@ -81,25 +91,20 @@ def spread(dist: np.ndarray, members: np.ndarray | None = None) -> np.ndarray:
     return sub[..., mask].mean(axis=-1)
 
 
-def knn_accuracy(dist: np.ndarray, labels: Sequence[Any], k: int = 5) -> float:
-    """Leave-one-out k-NN accuracy of predicting ``labels`` from a (R, R) distance matrix."""
+def knn_accuracy(dist: np.ndarray, labels: Sequence[Any], k: int | None = None) -> float:
+    """Leave-one-out k-NN accuracy of predicting ``labels`` from a (R, R) distance matrix; k as
+    :func:`~trajviz.trajectories.separation.choose_k` allows for the group sizes (a requested k
+    that is too large is lowered, with a warning). NaN with fewer than 2 groups or a group of
+    one run."""
     labels = np.asarray(labels)
-    r = len(labels)
-    if r < 2 or len(set(labels.tolist())) < 2:
+    names, codes = np.unique(labels, return_inverse=True)
+    counts = np.bincount(codes)
+    if names.size < 2 or counts.min() < 2:
         return float("nan")
-    k = max(1, min(k, r - 1))
-    d = dist.astype(np.float64, copy=True)
-    np.fill_diagonal(d, np.inf)
-    correct = 0
-    for i in range(r):
-        nn = np.argsort(d[i], kind="stable")[:k]
-        votes: dict[Any, int] = {}
-        for j in nn:
-            votes[labels[j]] = votes.get(labels[j], 0) + 1
-        best = max(votes.values())
-        winner = next(labels[j] for j in nn if votes[labels[j]] == best)  # nearest tied group
-        correct += winner == labels[i]
-    return correct / r
+    k_used, msg = choose_k(counts.tolist(), k)
+    if msg:
+        log.warning(msg)
+    return float(knn_correct(knn_neighbours(dist[None], k_used), codes)[0].mean())
 
 
 def divergence_time(s: np.ndarray, *, tau: float = 0.1, min_rise: float = 0.1) -> int | None:
@@ -170,6 +175,7 @@ class DivergenceTable:
     knn_accuracy: np.ndarray  # (T,)
     divergence: dict[str, DivergenceTime]
     attrs: dict[str, Any] = field(default_factory=dict)
+    separation: Separation | None = None  # two groups only
 
     def rows(self) -> list[dict[str, Any]]:
         """One dict per checkpoint: the per-checkpoint table."""
@@ -183,12 +189,16 @@ class DivergenceTable:
             for pair, arr in self.centroid_distance.items():
                 row[f"centroid_distance[{pair}]"] = _num(arr[t])
             row["knn_accuracy"] = _num(self.knn_accuracy[t])
+            if self.separation is not None:
+                row["knn_p_value"] = _num(self.separation.p_value[t])
+                row["knn_p_value_maxt"] = _num(self.separation.p_value_maxt[t])
             out.append(row)
         return out
 
     def to_dict(self) -> dict[str, Any]:
         return {"attrs": self.attrs, "groups": self.groups, "per_checkpoint": self.rows(),
-                "divergence_time": {g: asdict(d) for g, d in self.divergence.items()}}
+                "divergence_time": {g: asdict(d) for g, d in self.divergence.items()},
+                "separation": None if self.separation is None else self.separation.to_dict()}
 
     def format(self) -> str:
         """The table as aligned text, followed by the divergence times."""
@@ -214,6 +224,8 @@ class DivergenceTable:
                 lines.append(f"  {g}: checkpoint {d.checkpoint}{ep}{ci}; "
                              f"{100 * d.p_no_divergence:.0f}% of resamples without divergence; "
                              f"{d.n_runs} runs")
+        if self.separation is not None:
+            lines += ["", self.separation.format()]
         return "\n".join(lines)
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
@@ -272,15 +284,24 @@ def distance_matrices(files: Sequence[ExperimentFile], runs: Sequence[Any], repr
 def divergence_table(files: Sequence[str | Path], *, representation: str = "probs",
                      groups: Sequence[str] | None = None,
                      where: Iterable[str] | Mapping[str, Any] | None = None,
-                     checkpoints: str | slice | None = None, k: int = 5, tau: float = 0.1,
-                     min_rise: float = 0.1, n_boot: int = 1000, seed: int = 0,
+                     checkpoints: str | slice | None = None, k: int | None = None,
+                     tau: float = 0.1, min_rise: float = 0.1, n_boot: int = 1000, seed: int = 0,
+                     paired: bool | None = None, n_permutations: int = N_PERMUTATIONS,
                      progress: bool = False) -> DivergenceTable:
     """Divergence measures of the selected runs (selection rules: :func:`trajviz.trajectories.runs.select`;
-    diverged runs left out). See the module docstring for every definition."""
+    diverged runs left out). See the module docstring for every definition.
+
+    With exactly two groups (``groups=[A, B]`` in that order, or the only two in the input), also
+    the separation tests of :func:`trajviz.trajectories.separation.separation`: ``paired`` says
+    whether runs of one seed share initial weights across the groups (None: taken from the
+    runs' seeds, :func:`~trajviz.trajectories.separation.seed_pairs`); ``n_permutations`` caps the
+    relabellings of the permutation test (exact when there are no more)."""
     if not 0 < tau < 1:
         raise ConfigError(f"tau {tau}: must lie strictly between 0 and 1")
-    if k < 1:
+    if k is not None and k < 1:
         raise ConfigError(f"k {k}: must be a positive integer")
+    if n_permutations < 1:
+        raise ConfigError(f"n_permutations {n_permutations}: must be >= 1")
     if n_boot < 0:
         raise ConfigError(f"n_boot {n_boot}: must be >= 0")
     represent(np.zeros((1, 1), dtype=np.float32), representation)  # validates the name
@@ -324,13 +345,39 @@ def divergence_table(files: Sequence[str | Path], *, representation: str = "prob
             ci_low=None if lo is None else float(lo), ci_high=None if hi is None else float(hi),
             std=float(div_times.std(ddof=1)) * stride if div_times.size > 1 else None,
             p_no_divergence=p_none, n_runs=int(members.size))
-    acc = np.array([knn_accuracy(dist[t], labels, k) for t in range(t_len)])
+    codes = np.unique(labels, return_inverse=True)[1]
+    sizes = np.bincount(codes)
+    k_used, msg = None, ""
+    if len(names) >= 2 and sizes.min() >= 2:
+        k_used, msg = choose_k(sizes.tolist(), k)
+        if msg:
+            log.warning(msg)
+        acc = knn_correct(knn_neighbours(dist, k_used), codes).mean(axis=-1)
+    else:
+        log.warning("k-NN group accuracy needs two groups with at least 2 runs each; "
+                    "groups here: %s", ", ".join(f"{g} ({int((labels == g).sum())})" for g in names))
+        acc = np.full(t_len, np.nan)
+    pair = list(groups) if groups and len(groups) == 2 else names if len(names) == 2 else None
+    sep = None
+    if pair is None:
+        log.warning("no separation tests: they compare exactly two groups (here %d: %s); "
+                    "pick two with groups=[A, B] (--groups A,B)", len(names), ", ".join(names))
+    else:
+        # k as chosen above (its warning given once); the two groups are all the groups here
+        sep = separation(dist, labels, pair, checkpoint=cp_index.astype(np.int64),
+                         seeds=[r.seed for r in runs], paired=paired,
+                         k=k if k_used is None else k_used, n_permutations=n_permutations,
+                         n_boot=n_boot, seed=seed)
+        if msg:
+            sep.notes.insert(0, msg)
     first = runs[0]
     return DivergenceTable(
         groups=names, checkpoint=first.checkpoints[:t_len].astype(np.int64), epoch=ep,
         step=first.steps[:t_len].astype(np.int64), spread=spreads, spread_se=ses,
-        centroid_distance=cdist, knn_accuracy=acc, divergence=div,
-        attrs={"representation": representation, "k": k, "tau": tau, "min_rise": min_rise,
+        centroid_distance=cdist, knn_accuracy=acc, divergence=div, separation=sep,
+        attrs={"representation": representation, "k": k_used, "k_requested": k, "tau": tau,
+               "min_rise": min_rise, "n_permutations": n_permutations,
+               "separation": None if sep is None else sep.attrs(),
                "n_boot": n_boot, "seed": seed, "sources": sources,
                "runs": {g: [r.run_id for r in runs if r.group == g] for g in names},
                "distance": "RMS over probe examples of the Euclidean distance of representations"})
