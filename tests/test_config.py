@@ -93,3 +93,61 @@ def test_datasets_constant_matches_registry():
     from trajviz.data import BUILDERS
 
     assert set(DATASETS) == set(BUILDERS)
+
+
+def _toml_error(data) -> str:
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(data)
+    return str(err.value)
+
+
+def test_configs_built_in_python_are_checked_like_toml():
+    """A sweep, a study or a notebook building configs in Python gets the same one-line error
+    as the TOML path, naming the dotted key."""
+    from trajviz.config import EngineConfig, ModelConfig, PretrainConfig, TrainConfig
+
+    with pytest.raises(ConfigError) as err:
+        ModelConfig(depth=99, width=-5)
+    assert str(err.value) == _toml_error({"model": {"depth": 99, "width": -5}})
+    assert str(err.value) == "model.depth = 99: must be <= 5"
+    with pytest.raises(ConfigError, match=r"^model.width = -5: must be >= 1$"):
+        ModelConfig(width=-5)
+    with pytest.raises(ConfigError) as err:
+        dataclasses.replace(ExperimentConfig().train, lr=-1)
+    assert str(err.value) == _toml_error({"train": {"lr": -1}}) == "train.lr = -1.0: must be >= 0.0"
+    with pytest.raises(ConfigError, match="expected an integer"):
+        TrainConfig(epochs="3")
+    with pytest.raises(ConfigError, match=r"pretrain.methods\[1\] = 'magic'"):
+        PretrainConfig(methods=["none", "magic"])
+    with pytest.raises(ConfigError, match="seeds.*distinct"):
+        ExperimentConfig(seeds=[1, 1])
+    with pytest.raises(ConfigError, match=r"^model = \{'depth': 2\}: expected a table"):
+        ExperimentConfig(model={"depth": 2})
+    # constraints across sections, as for TOML
+    msg = _toml_error({"model": {"depth": 1}, "pretrain": {"methods": ["sdae+layers=2"]}})
+    with pytest.raises(ConfigError) as err:
+        ExperimentConfig(model=ModelConfig(depth=1), pretrain=PretrainConfig(methods=["sdae+layers=2"]))
+    assert str(err.value) == msg and "model.depth = 1" in msg
+    # values are stored in canonical form, as the TOML path stores them
+    assert TrainConfig(lr=1).lr == 1.0 and isinstance(TrainConfig(lr=1).lr, float)
+    assert PretrainConfig(methods=["sdae+hist+layers=1"]).methods == ["sdae+layers=1+hist"]
+    assert EngineConfig(device="cuda:1").device == "cuda:1"
+
+
+@pytest.mark.parametrize("device", ["toaster", "gpu", "cuda:x", "cuda:", "CPU", ""])
+def test_engine_device_is_checked_in_python_toml_and_sweeps(device):
+    from trajviz.config import EngineConfig
+    from trajviz.sweep import sweep_from_dict
+
+    with pytest.raises(ConfigError) as err:
+        EngineConfig(device=device)
+    msg = str(err.value)
+    assert msg.startswith(f"engine.device = {device!r}: not a device") and "cuda:N" in msg
+    assert _toml_error({"engine": {"device": device}}) == msg
+    with pytest.raises(ConfigError, match="engine.device"):
+        sweep_from_dict({"name": "s", "seeds": [0], "sweep": {"engine.device": ["cpu", device]}})
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda", "cuda:0", "cuda:12", "mps", "auto"])
+def test_engine_device_accepts_torch_devices(device):
+    assert config_from_dict({"engine": {"device": device}}).engine.device == device

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence, get_args, get_origin
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence, get_args, get_origin
 
 from trajviz.errors import ConfigError
 
@@ -127,8 +128,40 @@ def _f(default: Any, doc: str, *, choices: Sequence[Any] | None = None,
     return field(default=default, metadata=meta)
 
 
+class _Validated:
+    """Base of the config sections: each checks its fields on construction (``__post_init__``),
+    so a config built in Python (by a sweep, a study, a notebook, ``dataclasses.replace``) is
+    refused with the same one-line :class:`ConfigError` as the TOML path, naming the dotted key.
+    Values are stored in canonical form (ints given for floats become floats, method specs
+    canonical, lists copied)."""
+
+    #: dotted prefix of this section's keys ("model.", or "" for the root)
+    _section: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            key = self._section + f.name
+            value, tp = getattr(self, f.name), hints[f.name]
+            if _is_section(tp):
+                if not isinstance(value, tp):
+                    raise ConfigError(f"{key} = {value!r}: expected a table ({tp.__name__})")
+                continue
+            checked = _check_value(key, value, tp, f.metadata)
+            if checked is not value:
+                object.__setattr__(self, f.name, checked)
+
+
+def _device(key: str, value: str) -> str:
+    if not re.fullmatch(r"cpu|auto|mps|cuda(:\d+)?", value):
+        raise ConfigError(f"{key} = {value!r}: not a device; use cpu, cuda, cuda:N (N = 0, 1, ...), "
+                          "mps or auto")
+    return value
+
+
 @dataclass(frozen=True)
-class DatasetConfig:
+class DatasetConfig(_Validated):
+    _section: ClassVar[str] = "dataset."
     name: str = _f("shapeset", "dataset to train on", choices=DATASETS)
     n_train: int = _f(0, "training examples (0 = the dataset's standard split)", lo=0)
     n_valid: int = _f(0, "validation examples (0 = the dataset's standard split)", lo=0)
@@ -138,13 +171,15 @@ class DatasetConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Validated):
+    _section: ClassVar[str] = "model."
     depth: int = _f(2, "hidden layers", lo=1, hi=5)
     width: int = _f(400, "units in every hidden layer", lo=1)
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
+class PretrainConfig(_Validated):
+    _section: ClassVar[str] = "pretrain."
     methods: list[str] = _f(["none", "sdae"], "every seed is trained once per method spec "
                             "BASE[+layers=K][+reinit=L[,L...]][+hist] (docs/config.md)",
                             choices=PRETRAIN_METHODS, each=True, check=_method_spec)
@@ -163,7 +198,8 @@ class PretrainConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Validated):
+    _section: ClassVar[str] = "train."
     epochs: int = _f(10, "supervised fine-tuning epochs", lo=0)
     lr: float = _f(0.05, "fine-tuning SGD learning rate (constant)", lo=0.0, hi=FLOAT32_MAX)
     batch_size: int = _f(10, "fine-tuning minibatch size (1 = the studies' online SGD)", lo=1)
@@ -171,20 +207,24 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class ProbeConfig:
+class ProbeConfig(_Validated):
+    _section: ClassVar[str] = "probe."
     split: str = _f("test", "split whose inputs form the probe set", choices=("train", "valid", "test"))
     n: int = _f(0, "probe examples: the split's first n (0 = the whole split)", lo=0)
 
 
 @dataclass(frozen=True)
-class RecordConfig:
+class RecordConfig(_Validated):
+    _section: ClassVar[str] = "record."
     every_steps: int = _f(0, "extra checkpoint every N updates (0 = only at step 0 and each epoch end)", lo=0)
     params: str = _f("final", "parameters stored: 'final', or 'all' checkpoints", choices=("final", "all"))
 
 
 @dataclass(frozen=True)
-class EngineConfig:
-    device: str = _f("cpu", "torch device: 'cpu', 'cuda', 'cuda:1', or 'auto' (CUDA when available)")
+class EngineConfig(_Validated):
+    _section: ClassVar[str] = "engine."
+    device: str = _f("cpu", "torch device: 'cpu', 'cuda', 'cuda:N', 'mps', or 'auto' (CUDA when available)",
+                     check=_device)
     nets_per_batch: int = _f(16, "nets trained together in one batched pass", lo=1)
     dtype: str = _f("float32", "floating-point type of training", choices=("float32", "float64"))
     backend: str = _f("fast", "SGD steps: 'fast' (hand-derived fused updates, trajviz/training/fast.py) "
@@ -193,7 +233,7 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
-class ExperimentConfig:
+class ExperimentConfig(_Validated):
     name: str = _f("experiment", "experiment name, stored in the file")
     seeds: list[int] = _f([0, 1, 2, 3, 4, 5, 6, 7], "one run per seed and pre-training method", lo=0, each=True)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
@@ -203,6 +243,10 @@ class ExperimentConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_across(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -275,9 +319,9 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
         key = prefix + name
         if _is_section(tp):
             kwargs[name] = _build(tp, value, key + ".")
-        else:
+        else:  # checked in data order, so the first bad key of the file is the one named
             kwargs[name] = _check_value(key, value, tp, fields[name].metadata)
-    return cls(**kwargs)
+    return cls(**kwargs)  # __post_init__ checks again, and the defaults
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any, *, where: str,
@@ -315,9 +359,7 @@ def config_from_dict(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> 
     for text in overrides:
         key, value = parse_override(text)
         set_dotted(merged, key, value, where="--set")
-    cfg = _build(ExperimentConfig, merged, "")
-    _check_across(cfg)
-    return cfg
+    return _build(ExperimentConfig, merged, "")
 
 
 def _check_across(cfg: ExperimentConfig) -> None:
