@@ -27,6 +27,7 @@ examples:
   trajviz reproduce --only F1,F10 -o out/    # only what F1 and F10 need
   trajviz reproduce --profile tiny --only F5 -o out/   # check the installation (seconds)
   trajviz reproduce --profile full -o full/  # the studies' sizes (needs MNIST: trajviz data fetch mnist)
+  trajviz reproduce --profile full --plan            # what is left to train, and how long; trains nothing
   trajviz reproduce --copy-studies my-studies/       # copy the study files to edit
   trajviz reproduce --studies my-studies/ -o mine/   # ... and run the edited ones
 """
@@ -53,6 +54,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads; the studies' small nets at minibatch 10 gain nothing "
                         "from more, and lose on a busy machine (0 = as many as torch picks)")
+    p.add_argument("--plan", action="store_true",
+                   help="print, per study setting, the runs, net-epochs, SGD updates and pre-training "
+                        "layer-epochs still missing from the output directory, and an estimate of the "
+                        "time from a few seconds of calibration (CPU, and CUDA when present); trains "
+                        "nothing")
     add_common(p)
     p.set_defaults(func=run)
 
@@ -79,6 +85,12 @@ def run(args: argparse.Namespace) -> int:
     output = args.output or Path(f"reproduce-{args.profile}")
     if output.exists() and not output.is_dir():
         raise ConfigError(f"--output {str(output)!r} is a file; give a directory")
+    if args.plan:
+        from trajviz.reproduce.plan import plan_reproduction
+
+        print(plan_reproduction(profile=args.profile, only=args.only, output=output,
+                                studies_dir=args.studies, devices=None).format())
+        return 0
     command = "trajviz reproduce " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["reproduce"] else ""
     res = reproduce(profile=args.profile, only=args.only, output=output, studies_dir=args.studies,
                     seed=args.seed, n_boot=args.n_boot, figures=not args.no_figures,

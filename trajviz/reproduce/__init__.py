@@ -6,7 +6,9 @@ results are missing (:mod:`.run`; finished runs are not redone), runs the landsc
 needs (:mod:`.landscape`), computes each finding's statistic, interval and verdict
 (:mod:`.findings`, with the bootstrap and verdict rule of :mod:`.statistics`; the studies'
 results read by :mod:`.results`), draws the figures (:mod:`.figures`) and writes the report
-(:mod:`.report`). Output layout under ``output``::
+(:mod:`.report`). :func:`trajviz.reproduce.plan.plan_reproduction` counts what is still
+missing and estimates its time without training (:mod:`.plan`; finished runs and batches:
+:mod:`.chunks`). Output layout under ``output``::
 
     results/<study>/<setting>.h5             one trajviz file per study setting
     results/landscape/<setting>.landscape.h5 F9's scans

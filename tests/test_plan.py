@@ -1,0 +1,127 @@
+"""trajviz reproduce --plan: counts of the missing work against a small study file, finished runs
+(result files and chunk shards) not counted, the calibrated estimate, the CLI."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trajviz.cli import main
+from trajviz.reproduce.chunks import shard_path
+from trajviz.reproduce.plan import Calibration, plan_reproduction
+from trajviz.reproduce.studies import load_studies, result_path
+from trajviz.training.runner import record_experiment
+
+# digits: 120 train / 40 valid / 40 test examples; probe = the 40 test examples
+STUDY = """\
+study = "depth"
+findings = ["F1", "F2", "F3", "F5"]
+
+[base]
+seeds = [0, 1, 2]
+engine = { nets_per_batch = 2 }
+model = { width = 8 }
+
+[base.train]
+epochs = 2
+lr = 0.1
+batch_size = 20
+
+[base.pretrain]
+epochs = 3
+lr = 0.01
+batch_size = 40
+methods = ["none", "sdae"]
+
+[[settings]]
+id = "depth1"
+set = { "model.depth" = 1 }
+
+[[settings]]
+id = "depth2"
+set = { "model.depth" = 2, "train.epochs" = 5 }
+
+[profiles.quick]
+set = { "dataset.name" = "digits", "dataset.n_train" = 120, "dataset.n_valid" = 40, "dataset.n_test" = 40 }
+
+[profiles.full]
+set = {}
+"""
+
+
+@pytest.fixture
+def studies(tmp_path):
+    folder = tmp_path / "studies"
+    folder.mkdir()
+    (folder / "depth.toml").write_text(STUDY)
+    return folder
+
+
+def _counts(plan):
+    return {s.key: (s.runs, s.net_epochs, s.updates, s.pretrain_layer_epochs, s.pretrain_updates,
+                    s.eval_examples) for s in plan.settings}
+
+
+def test_counts_match_the_study_file(studies, tmp_path):
+    plan = plan_reproduction(only="F5", output=tmp_path / "out", studies_dir=studies, devices=())
+    # 3 seeds x 2 methods = 6 runs; 120 / 20 = 6 updates per epoch; pre-training: 120 / 40 = 3
+    # updates per layer-epoch, 3 epochs per layer, only the 3 sdae nets, `depth` layers each;
+    # evaluation: (epochs + 1) checkpoints x (120 + 40 + 40 examples + 40 probe) per net
+    assert _counts(plan) == {
+        "depth/depth1": (6, 6 * 2, 6 * 2 * 6, 3 * 1 * 3, 3 * 1 * 3 * 3, 6 * 3 * 240),
+        "depth/depth2": (6, 6 * 5, 6 * 5 * 6, 3 * 2 * 3, 3 * 2 * 3 * 3, 6 * 6 * 240),
+    }
+    assert plan.total("updates") == 72 + 180 and plan.devices == []
+    text = plan.format()
+    assert "depth/depth2" in text and "180" in text and "no time estimate" in text
+
+
+def test_finished_runs_in_results_and_shards_are_not_counted(studies, tmp_path):
+    results = tmp_path / "out" / "results"
+    st = load_studies(studies, "quick")["depth"]
+    depth1, depth2 = st.setting("depth1"), st.setting("depth2")
+    record_experiment(depth1.config, result_path(results, depth1))          # all of depth1
+    chunk = depth2.config.replace(seeds=[0, 1])                              # depth2's first batch
+    shard = shard_path(results, depth2, [0, 1])
+    shard.parent.mkdir(parents=True)
+    record_experiment(chunk, shard)
+    plan = plan_reproduction(only="F5", output=tmp_path / "out", studies_dir=studies, devices=())
+    counts = _counts(plan)
+    assert counts["depth/depth1"] == (0, 0, 0, 0, 0, 0)
+    # seeds 0 and 1 are done for both methods: seed 2 remains, a batch of its own
+    assert counts["depth/depth2"] == (2, 2 * 5, 2 * 5 * 6, 1 * 2 * 3, 1 * 2 * 3 * 3, 2 * 6 * 240)
+
+
+def test_estimate_is_calibrated_and_scales_with_the_work(studies, tmp_path):
+    plan = plan_reproduction(only="F5", output=tmp_path / "out", studies_dir=studies, devices=["cpu"],
+                             calibration_seconds=0.005)
+    s1, s2 = (s.seconds["cpu"] for s in plan.settings)
+    assert 0 < s1 < s2 < 60  # depth2 trains deeper nets for more epochs
+    assert plan.seconds("cpu") == pytest.approx(s1 + s2)
+    assert "estimate on cpu" in plan.format()
+
+
+def test_calibration_costs_grow_with_the_net():
+    cal = Calibration("cpu", seconds=0.005)
+    small = cal.finetune_update([64, 8, 10], batch=10, k=2)
+    big = cal.finetune_update([64, 512, 512, 10], batch=10, k=2)
+    assert 0 < small < big
+    assert cal.sdae_update([64, 256, 256, 10], 1, batch=10, k=2, tied=True) > \
+        cal.sdae_update([64, 256, 256, 10], 0, batch=10, k=2, tied=True) * 0.5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_plan_estimates_on_cuda(studies, tmp_path):
+    plan = plan_reproduction(only="F5", output=tmp_path / "out", studies_dir=studies, devices=None)
+    assert plan.devices == ["cpu", "cuda"]
+    assert all(s.seconds["cuda"] > 0 for s in plan.settings)
+    assert "estimate on cuda" in plan.format()
+
+
+def test_cli_plan_trains_nothing(studies, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["reproduce", "--plan", "--only", "F5", "--studies", str(studies), "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "depth/depth1" in text and "depth/depth2" in text and "estimate on cpu" in text
+    assert "180" in text  # depth2's updates
+    assert not out.exists()
