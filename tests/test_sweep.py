@@ -485,3 +485,31 @@ def test_grid_that_changes_the_probe_set_fails_before_any_job(tmp_path):
     with pytest.raises(ConfigError, match="seed=0 and seed=1 have different probe sets"):
         sweep.run_sweep(changed, tmp_path / "o.h5", workers=1, task=must_not_run)
     assert not (tmp_path / "o.shards").exists()
+
+
+def test_cli_ray_without_ray_names_the_extra(tmp_path):
+    """Without Ray installed (simulated: importing it fails), --ray is one line naming the extra
+    to install, and nothing is written or, under --overwrite, deleted."""
+    import subprocess
+
+    path = _write(tmp_path, TINY_TOML)
+
+    def sweep_without_ray(*extra: str) -> subprocess.CompletedProcess:
+        code = ("import sys; sys.modules['ray'] = None  # `import ray` now raises ImportError\n"
+                "from trajviz.cli import main\n"
+                f"sys.exit(main(['sweep', {str(path)!r}, '-o', {str(tmp_path / 'o.h5')!r}, "
+                f"'--ray', 'local', '-q', *{list(extra)!r}]))")
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=120, cwd=tmp_path)
+
+    res = sweep_without_ray()
+    assert res.returncode == 1, res.stderr
+    err = res.stderr.strip()
+    assert err.count("\n") == 0 and "pip install 'trajviz[ray]'" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no shard folder
+    kept = tmp_path / "o.shards" / "width=10-seed0.h5"
+    kept.parent.mkdir()
+    kept.write_bytes(b"an earlier shard")
+    res = sweep_without_ray("--overwrite")
+    assert res.returncode == 1 and "trajviz[ray]" in res.stderr
+    assert kept.read_bytes() == b"an earlier shard"

@@ -47,8 +47,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from trajviz.errors import OutputExistsError, TrajvizError
-from trajviz.sweep.engines import (DONE, FAILED, SKIPPED, JobOutcome, JobTask, _run_local, _run_ray,
-                                   _Tracker, job_state, record_job)
+from trajviz.sweep.engines import (DONE, FAILED, SKIPPED, JobOutcome, JobTask, _import_ray, _run_local,
+                                   _run_ray, _Tracker, job_state, record_job)
 from trajviz.sweep.spec import (SweepError, SweepJob, SweepSpec, check_probe_sets,
                                 default_shards_dir, expand, load_sweep, point_label,
                                 sweep_from_dict)
@@ -149,6 +149,8 @@ def run_sweep(spec: SweepSpec, output: str | Path, *, workers: int | None = None
     if only is not None and overwrite:
         raise SweepError("--only cannot be combined with --overwrite: it would delete the shards "
                          "of the other jobs; remove the shard folder yourself to redo a sweep")
+    if ray_address:
+        _import_ray()  # a missing Ray fails here, before --overwrite deletes or a shard folder is made
     output = Path(output)
     shards = Path(shards_dir) if shards_dir is not None else default_shards_dir(output)
     jobs = expand(spec)
