@@ -256,6 +256,12 @@ class ExperimentWriter(JournaledWriter):
         f = self._f
         if _str_attr(f.attrs.get("format", "")) != FORMAT:
             raise FormatError(f"{self.path} is not a trajviz file; refusing to resume into it")
+        version = f.attrs.get("format_version")
+        if not isinstance(version, (int, np.integer)) or int(version) != FORMAT_VERSION:
+            # a file of another version keeps its own layout: never mix two in one file
+            shown = int(version) if isinstance(version, (int, np.integer)) else repr(version)
+            raise FormatError(f"{self.path} has format_version {shown}; this trajviz appends "
+                              f"only to version {FORMAT_VERSION} files: record into a new file")
         if _str_attr(f.attrs.get("probe_sha256", "")) != probe_sha:
             raise FormatError(f"{self.path} was recorded on a different probe set; "
                               "resume needs the same data and probe config")
