@@ -125,3 +125,38 @@ def test_cli_plan_trains_nothing(studies, tmp_path, capsys):
     assert "depth/depth1" in text and "depth/depth2" in text and "estimate on cpu" in text
     assert "180" in text  # depth2's updates
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- the medium profile
+
+
+def _totals(profile):
+    return plan_reproduction(profile=profile, output="/nonexistent", devices=()).to_dict()["totals"]
+
+
+def test_medium_profile_lies_between_quick_and_full():
+    from trajviz.reproduce.findings import FINDINGS
+
+    studies = load_studies(None, "medium")
+    assert {s for f in FINDINGS.values() for s in f.studies} <= set(studies)
+    depth4 = studies["depth"].setting("depth4").config
+    assert depth4.dataset.name == "mnist" and depth4.engine.device == "auto"
+    plan = plan_reproduction(profile="medium", output="/nonexistent", devices=())
+    per_net = {s.key: s.updates // s.nets for s in plan.settings}
+    assert per_net["depth/depth4"] >= 100_000  # 4 layers without pre-training need many updates
+    quick, medium, full = (_totals(p) for p in ("quick", "medium", "full"))
+    for key in ("updates", "pretrain_layer_epochs"):
+        assert quick[key] < medium[key] < full[key] / 50
+
+
+def test_medium_without_mnist_refuses_in_one_line(tmp_path, monkeypatch, capsys):
+    empty = tmp_path / "data"
+    empty.mkdir()
+    monkeypatch.setenv("TRAJVIZ_DATA", str(empty))
+    out = tmp_path / "out"
+    assert main(["reproduce", "--profile", "medium", "--only", "F6", "-o", str(out)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "train-images-idx3-ubyte" in err and "t10k-labels-idx1-ubyte" in err
+    assert "trajviz data fetch mnist" in err and str(empty) in err
+    assert not out.exists()  # refused before anything was written

@@ -18,8 +18,9 @@ directory.
 
 The studies are TOML files that ship with trajviz (trajviz/presets/studies/*.toml; any working
 directory will do), each with a `quick` profile (scikit-learn's 8x8 digits, 10 seeds; sized for
-2 CPU cores, all ten findings in under 20 minutes), a `full` profile (MNIST and Shapeset, up to
-400 seeds, 50 epochs; a GPU box or a cluster) and a `tiny` one that checks an installation in
+2 CPU cores, all ten findings in under 20 minutes), a `medium` profile (MNIST, 400 units, 10
+seeds, 30 epochs; about an hour on a workstation GPU or a few hours on 16 cores), a `full` profile
+(MNIST and Shapeset, up to 400 seeds, 50 epochs; a GPU box or a cluster) and a `tiny` one that checks an installation in
 seconds (its numbers mean nothing). To change them: --copy-studies DIR, edit, --studies DIR.
 Study-file format, outputs and figures: docs/reproduce.md; the verdict rule: docs/findings.md.
 examples:
@@ -37,8 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reproduce", help="reproduce the pre-training studies' findings, with figures and a report",
                        description=DESCRIPTION, formatter_class=HelpFormatter)
     p.add_argument("--profile", choices=PROFILES, default="quick",
-                   help="study sizes: tiny (seconds; checks an installation), quick (2 CPU cores) "
-                        "or full (the studies' sizes)")
+                   help="study sizes: tiny (seconds; checks an installation), quick (2 CPU cores), "
+                        "medium (MNIST; a GPU or a 16-core machine) or full (the studies' sizes)")
     p.add_argument("--only", default=None, metavar="F1,F10",
                    help="comma-separated findings to reproduce (default: all ten)")
     p.add_argument("-o", "--output", type=Path, default=None,

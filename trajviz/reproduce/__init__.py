@@ -63,7 +63,7 @@ def reproduce(*, profile: str = "quick", only: str | Sequence[str] | None = None
     from trajviz.reproduce.findings import FINDINGS, evaluate_finding, parse_only
     from trajviz.reproduce.report import ReportMeta, write_report
     from trajviz.reproduce.results import read_results
-    from trajviz.reproduce.run import needed_studies, run_missing
+    from trajviz.reproduce.run import check_data, needed_studies, run_missing
 
     ids = parse_only(",".join(only) if isinstance(only, (list, tuple)) else only)
     output = Path(output)
@@ -71,6 +71,7 @@ def reproduce(*, profile: str = "quick", only: str | Sequence[str] | None = None
     studies = load_studies(studies_dir, profile)  # validates every config before training
     wanted = [s for i in ids for s in FINDINGS[i].studies]
     plan = needed_studies(studies, dict.fromkeys(wanted))
+    check_data(plan)  # missing MNIST files: one line now, not a traceback after an hour
     if "landscape" in [s.name for s in plan]:
         from trajviz.reproduce.landscape import scan_settings
 

@@ -109,6 +109,18 @@ def _save_timings(results_dir: Path, timings: dict) -> None:
     tmp.replace(results_dir / TIMINGS)
 
 
+def check_data(studies: Iterable[Study]) -> None:
+    """Raise :class:`~trajviz.errors.DataFileNotFoundError` (one line naming the files and how to
+    get them) when a setting that will train reads MNIST and its files are not there."""
+    from trajviz.data.mnist import data_dir, find_files
+
+    for study in studies:
+        for setting in study.settings:
+            cfg = setting.config
+            if cfg is not None and cfg.dataset.name == "mnist":
+                find_files(data_dir(cfg.dataset.path))
+
+
 def needed_studies(studies: Mapping[str, Study], names: Iterable[str]) -> list[Study]:
     """The studies ``names``, plus the settings of other studies that they reuse (only those
     settings: ``--only F9`` records the depth study's depth1-3, not its depth4)."""

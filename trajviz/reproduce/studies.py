@@ -48,8 +48,9 @@ from trajviz.config import ExperimentConfig, config_from_dict, parse_toml, read_
 from trajviz.errors import ConfigError
 
 #: every study file has one table per profile: ``tiny`` checks an installation in seconds (its
-#: numbers mean nothing), ``quick`` fits 2 CPU cores, ``full`` is the studies' own sizes
-PROFILES = ("tiny", "quick", "full")
+#: numbers mean nothing), ``quick`` fits 2 CPU cores (digits), ``medium`` is MNIST at about an
+#: hour of a workstation GPU, ``full`` is the studies' own sizes
+PROFILES = ("tiny", "quick", "medium", "full")
 STUDY_KEYS = {"study", "findings", "description", "base", "settings", "profiles", "scan"}
 SETTING_KEYS = {"id", "set", "from", "label"}
 PROFILE_KEYS = {"set", "settings", "scan"}
