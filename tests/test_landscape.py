@@ -426,3 +426,32 @@ def test_lines_view_of_a_scan_in_progress_draws_the_mean_of_scanned_rows_without
     mean_line = ax.lines[3]
     np.testing.assert_allclose(mean_line.get_ydata(), [2, 3, 3, 3, 2])  # unscanned row left out
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------- the project's own files
+
+
+FROZEN = __import__("pathlib").Path(__file__).parent / "data" / "landscape_v1"
+
+
+def test_project_files_scan_to_the_numbers_of_the_old_code(tmp_path):
+    """tests/data/landscape_v1: a tiny `trajviz record` file and what every kind of scan gave on
+    it before scan_model existed (make.py): the project's own files keep their numbers."""
+    import json
+
+    frozen = json.loads((FROZEN / "expected.json").read_text())
+    for name, kw in frozen["scans"].items():
+        res = scan_file(FROZEN / "tiny.h5", tmp_path / f"{name}.h5", settings=ScanSettings(**kw))
+        expected = frozen["expected"][name]
+        assert [r.run_id for r in res.runs] == list(expected)
+        for run in res.runs:
+            want = expected[run.run_id]
+            np.testing.assert_allclose(run.loss_at_theta, want["loss_at_theta"], rtol=1e-6)
+            for dim, got in (("scans1d", run.scans1d), ("scans2d", run.scans2d)):
+                assert sorted(got) == sorted(want[dim])
+                for kind, table in got.items():
+                    for col in ("nll", "error"):
+                        np.testing.assert_allclose(table[col], want[dim][kind][col], rtol=1e-5,
+                                                   atol=1e-7, err_msg=f"{name} {run.run_id} {kind}")
+            np.testing.assert_allclose([run.top_eigenvalue, run.hessian_trace, run.hessian_trace_sem],
+                                       want["hessian"], rtol=1e-6)
