@@ -455,3 +455,45 @@ def test_project_files_scan_to_the_numbers_of_the_old_code(tmp_path):
                                                    atol=1e-7, err_msg=f"{name} {run.run_id} {kind}")
             np.testing.assert_allclose([run.top_eigenvalue, run.hessian_trace, run.hessian_trace_sem],
                                        want["hessian"], rtol=1e-6)
+
+
+def test_valid_split_scans_keep_the_training_directions_and_hessian(experiment, tmp_path):
+    """sgd and hessian directions and the Hessian measures come from the training data
+    whatever split the loss is scanned on; only the scanned losses change."""
+    path, _ = experiment
+    kw = dict(directions=("sgd", "hessian"), n_directions=2, points=5, span=1.0, hessian=True,
+              hessian_iters=4, hutchinson_probes=3)
+    res = {split: scan_file(path, tmp_path / f"{split}.h5", runs=["none-seed0"],
+                            settings=ScanSettings(split=split, **kw)) for split in ("train", "valid")}
+    with LandscapeFile(tmp_path / "train.h5") as ft, LandscapeFile(tmp_path / "valid.h5") as fv:
+        for kind in ("sgd", "hessian"):
+            key = f"runs/none-seed0/directions/{kind}"
+            np.testing.assert_array_equal(ft.array(key), fv.array(key))
+    t, v = res["train"].runs[0], res["valid"].runs[0]
+    assert (t.top_eigenvalue, t.hessian_trace) == (v.top_eigenvalue, v.hessian_trace)
+    assert t.loss_at_theta[0] != v.loss_at_theta[0]  # the losses are on other examples
+
+
+def test_cli_refuses_files_of_other_models_in_one_line(experiment, tmp_path, capsys):
+    """A Recorder file (no project config; or the project's config but another model) gets no
+    numbers from `trajviz landscape`: one line that points to scan_model, exit 1, no output."""
+    import json
+
+    path, cfg = experiment
+    data = load_dataset(cfg.dataset)
+    probe = data.split(cfg.probe.split).head(cfg.probe.n)
+    relu = torch.nn.Sequential(torch.nn.Linear(probe.x.shape[1], 5), torch.nn.ReLU(),
+                               torch.nn.Linear(5, data.n_classes))
+    cases = {"no-config": (None, relu), "project-config-other-model": (json.loads(cfg.to_json()), relu)}
+    for name, (config, model) in cases.items():
+        rec_path = tmp_path / f"{name}.h5"
+        with Recorder(rec_path, probe.x, probe.y, n_classes=data.n_classes, config=config) as rec:
+            rec.record(model, 0)
+            rec.save_params(model)
+        out = tmp_path / f"{name}.landscape.h5"
+        rc = main(["landscape", str(rec_path), "-o", str(out), "--n-directions", "1", "--points", "5", "--span", "1",
+                   "--no-hessian", "--quiet"])
+        err = capsys.readouterr().err
+        assert rc == 1 and len(err.strip().splitlines()) == 1, (name, err)
+        assert "scan_model" in err and ("trajviz record" in err or "MLP" in err), err
+        assert not out.exists()

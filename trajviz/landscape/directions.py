@@ -11,8 +11,9 @@ Kinds:
 - ``gaussian`` -- standard normal over all parameters, scaled to unit norm;
 - ``filter`` -- Li et al., "Visualizing the Loss Landscape of Neural Nets" (NeurIPS 2018):
   normal directions whose every weight row (the incoming weights of one unit, the "filter" of a
-  dense layer) is rescaled to the norm of the matching row of the weights; bias entries are set
-  to 0, as Li et al. do for biases. Not unit norm: alpha = 1 moves each row by its own norm;
+  dense layer, one output channel of a convolution) is rescaled to the norm of the matching row
+  of the weights; bias entries (and normalization layers') are set to 0, as Li et al. do, or
+  to the parameters themselves on request. Not unit norm: alpha = 1 moves each row by its own norm;
 - ``hessian`` -- top eigenvectors of the Hessian of the training NLL (Lanczos), unit norm;
 - ``pca`` -- principal directions of the run's stored parameter trajectory around its final
   point (Li et al. 2018, sec. 7), unit norm; needs ``record.params = "all"``;
@@ -23,12 +24,17 @@ Kinds:
 from __future__ import annotations
 
 import zlib
+from typing import Union
 
 import numpy as np
 import torch
 
 from trajviz.errors import ConfigError
 from trajviz.landscape.params import ParamLayout, mean_nll
+
+#: a flat parameter layout: the project's MLPs (ParamLayout) or any module's (ModuleLayout); the
+#: random generators need only ``size``, ``weight_rows()`` and ``vector_slices()``
+Layout = Union[ParamLayout, "ModuleLayout"]  # noqa: F821 - ModuleLayout imports torch.func
 
 #: direction kinds; ``toward:RUN`` takes a run id after the colon
 KINDS = ("sgd", "gaussian", "filter", "hessian", "pca", "toward")
@@ -58,14 +64,24 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.where(norms > 0, norms, 1.0)
 
 
-def gaussian_directions(layout: ParamLayout, n: int, rng: np.random.Generator) -> np.ndarray:
-    """(n, P) unit-norm standard-normal directions."""
-    return _unit(rng.standard_normal((n, layout.size)))
+def gaussian_directions(layout: Layout, n: int, rng: np.random.Generator, *,
+                        bias_bn: str | None = None) -> np.ndarray:
+    """(n, P) unit-norm standard-normal directions. ``bias_bn="zero"`` sets the entries of the
+    parameters with at most one dimension (biases, normalization layers) to 0 before scaling."""
+    raw = rng.standard_normal((n, layout.size))
+    if bias_bn == "zero":
+        for off, size in layout.vector_slices():
+            raw[:, off:off + size] = 0.0
+    return _unit(raw)
 
 
-def filter_normalize(direction: np.ndarray, theta: np.ndarray, layout: ParamLayout) -> np.ndarray:
-    """Li et al. (2018) filter normalization of one (P,) direction: each weight row of the
-    direction rescaled to the norm of the same row of ``theta``; bias entries set to 0."""
+def filter_normalize(direction: np.ndarray, theta: np.ndarray, layout: Layout, *,
+                     bias_bn: str = "zero") -> np.ndarray:
+    """Li et al. (2018) filter normalization of one (P,) direction: each row of every weight
+    (its slice along the first dimension: an output unit, an output channel of a convolution)
+    rescaled to the norm of the same row of ``theta``. The entries of parameters with at most
+    one dimension (biases, normalization layers) are set to 0 (``bias_bn="zero"``, Li et al.'s
+    ``ignore='biasbn'``) or to the parameters themselves (``"keep"``, their code's other choice)."""
     out = np.zeros_like(np.asarray(direction, dtype=np.float64))
     for off, rows, cols in layout.weight_rows():
         d = np.asarray(direction[off:off + rows * cols], dtype=np.float64).reshape(rows, cols)
@@ -73,14 +89,19 @@ def filter_normalize(direction: np.ndarray, theta: np.ndarray, layout: ParamLayo
         dn = np.linalg.norm(d, axis=1, keepdims=True)
         out[off:off + rows * cols] = (d * np.linalg.norm(w, axis=1, keepdims=True)
                                       / np.where(dn > 0, dn, 1.0)).ravel()
+    if bias_bn == "keep":
+        for off, size in layout.vector_slices():
+            out[off:off + size] = theta[off:off + size]
+    elif bias_bn != "zero":
+        raise ConfigError(f"bias_bn {bias_bn!r}: choose zero or keep")
     return out
 
 
-def filter_directions(layout: ParamLayout, theta: np.ndarray, n: int,
-                      rng: np.random.Generator) -> np.ndarray:
+def filter_directions(layout: Layout, theta: np.ndarray, n: int, rng: np.random.Generator, *,
+                      bias_bn: str = "zero") -> np.ndarray:
     """(n, P) filter-normalized random directions."""
     raw = rng.standard_normal((n, layout.size))
-    return np.stack([filter_normalize(d, theta, layout) for d in raw])
+    return np.stack([filter_normalize(d, theta, layout, bias_bn=bias_bn) for d in raw])
 
 
 def sgd_directions(layout: ParamLayout, theta: np.ndarray, x: torch.Tensor, y: torch.Tensor, n: int,

@@ -93,6 +93,11 @@ class ParamLayout:
         return [(off[2 * l], self.shapes[2 * l][0], self.shapes[2 * l][1])
                 for l in range(self.n_layers)]
 
+    def vector_slices(self) -> list[tuple[int, int]]:
+        """(offset, size) of every bias vector."""
+        off = self.offsets
+        return [(off[2 * l + 1], self.shapes[2 * l + 1][0]) for l in range(self.n_layers)]
+
 
 def mean_nll(layout: ParamLayout, theta: Tensor, x: Tensor, y: Tensor) -> Tensor:
     """Mean NLL of the net with flat parameters ``theta`` (P,) on (x (N, d), y (N,)); differentiable

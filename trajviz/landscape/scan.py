@@ -15,7 +15,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from trajviz.landscape import directions as dirs
 from trajviz.landscape.params import ParamLayout, PointEvaluator
 from trajviz.landscape.results import LandscapeResult, load_result
 from trajviz.progress import progress_bar
-from trajviz.store import COMPLETE, DIVERGED, ExperimentFile, LandscapeWriter
+from trajviz.store import COMPLETE, DIVERGED, ExperimentFile, LandscapeWriter, probe_sha256
 from trajviz.training.runner import resolve_device
 
 log = logging.getLogger(__name__)
@@ -116,11 +116,53 @@ def _run_params(ef: ExperimentFile, run_id: str, checkpoint: int) -> dict[str, n
     return {k: v[checkpoint] for k, v in traj.items()}
 
 
+def _check_project_file(path: Path, ef: ExperimentFile, selected: list[str],
+                        params: dict[str, dict[str, np.ndarray]]) -> tuple[Any, Any]:
+    """The experiment config and data of a file written by ``trajviz record``; anything else
+    (a file of :class:`~trajviz.record.Recorder`, another model, other data) is refused with
+    a one-line :class:`ConfigError` saying how to scan it, since the scan rebuilds the data and
+    the sigmoid MLP from the file's config."""
+    how = ("; scan_file rebuilds the project's sigmoid MLP and data from the file's config, so "
+           "scan such a model from Python with trajviz.landscape.scan_model(model, loss_fn, "
+           "(x, y)) (docs/landscape.md)")
+    raw = ef.config
+    if not {"dataset", "model"} <= set(raw):
+        raise ConfigError(f"{path} was not written by `trajviz record` (its config has no dataset "
+                          f"and model sections){how}")
+    try:
+        exp_cfg = config_from_dict(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path} was not written by `trajviz record` (its config is not an "
+                          f"experiment config: {exc}){how}") from None
+    data = load_dataset(exp_cfg.dataset)
+    probe_split = data.split(exp_cfg.probe.split)
+    probe = probe_split.head(exp_cfg.probe.n) if 0 < exp_cfg.probe.n <= len(probe_split) else probe_split
+    if probe_sha256(probe.x) != ef.probe_sha256:
+        raise ConfigError(f"{path}: its probe set is not the one its config builds (another "
+                          f"data set, or data changed since it was recorded){how}")
+    sizes = [data.n_inputs] + [exp_cfg.model.width] * exp_cfg.model.depth + [data.n_classes]
+    expected = {f"{2 * i}.{kind}": ((b, a) if kind == "weight" else (b,))
+                for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])) for kind in ("weight", "bias")}
+    for rid in selected + [r for r in params if r not in selected]:
+        shapes = {k: tuple(np.shape(v)) for k, v in params[rid].items()}
+        if shapes != expected:
+            raise ConfigError(f"{path}: run {rid!r} does not hold the parameters of the MLP its "
+                              f"config describes (sizes {sizes}){how}")
+    return exp_cfg, data
+
+
 def scan_file(path: str | Path, output: str | Path, *, settings: ScanSettings = ScanSettings(),
               runs: Sequence[str] | None = None, mode: str = "create", device: str = "cpu",
               progress: bool = False) -> LandscapeResult:
     """Scan the loss around the parameters of ``runs`` (default: every run) of the trajviz file
-    ``path`` and write the results to the landscape file ``output``; returns them as read back.
+    ``path`` written by ``trajviz record`` (the project's MLPs, whose data its config rebuilds),
+    and write the results to the landscape file ``output``; returns them as read back. A file
+    of any other model (written by :class:`~trajviz.record.Recorder`) is refused with a
+    :class:`ConfigError`: scan such a model with :func:`~trajviz.landscape.scan_model`.
+
+    The loss is measured on ``settings.split``; the ``sgd`` and ``hessian`` directions and the
+    Hessian measures always use the training split (the same seeded subset of
+    ``settings.n_examples`` examples, at most the whole split, when that is given).
 
     ``mode``: ``"create"`` (refuse an existing output), ``"resume"`` (keep finished rows; the
     settings must match) or ``"overwrite"``. Diverged and unfinished runs are left out with a
@@ -132,8 +174,8 @@ def scan_file(path: str | Path, output: str | Path, *, settings: ScanSettings = 
     except ConfigError as exc:
         raise ConfigError(f"device {device!r}: {str(exc).split(': ', 1)[-1]}") from None
     dtype = torch.float64 if settings.dtype == "float64" else torch.float32
+    path = Path(path)
     with ExperimentFile(path) as ef:
-        exp_cfg = config_from_dict(ef.config)
         infos = {r.run_id: r for r in ef.runs()}
         wanted = list(runs) if runs else list(infos)
         unknown = [r for r in wanted if r not in infos]
@@ -158,6 +200,7 @@ def scan_file(path: str | Path, output: str | Path, *, settings: ScanSettings = 
                 if infos[target].status != COMPLETE:
                     raise ConfigError(f"toward:{target}: run {target!r} is {infos[target].status}")
                 params[target] = _run_params(ef, target, settings.checkpoint)
+        exp_cfg, data = _check_project_file(path, ef, selected, params)
         trajectories = {}
         if any(k == "pca" for k, _ in kinds):
             for r in selected:
@@ -168,130 +211,188 @@ def scan_file(path: str | Path, output: str | Path, *, settings: ScanSettings = 
                 trajectories[r] = np.stack([lay.flatten({k: v[i] for k, v in traj.items()})
                                             for i in range(end)])
         source_sha = ef.probe_sha256
-    data = load_dataset(exp_cfg.dataset)
     split = data.split(settings.split)
     idx = _subset(len(split), settings.n_examples, settings.seed)
     xs, ys = (split.x, split.y) if idx is None else (split.x[idx], split.y[idx])
     x = torch.as_tensor(xs, dtype=dtype, device=torch_device)
     y = torch.as_tensor(ys, dtype=torch.long, device=torch_device)
-    alphas = settings.alphas()
+    # directions and Hessian measures: the training split whatever split is scanned
+    train = data.split("train")
+    if settings.split == "train":
+        train_idx = idx
+    else:
+        train_idx = _subset(len(train), min(settings.n_examples, len(train)), settings.seed)
+    xt = torch.as_tensor(train.x if train_idx is None else train.x[train_idx], dtype=dtype,
+                         device=torch_device)
+    yt = torch.as_tensor(train.y if train_idx is None else train.y[train_idx], dtype=torch.long,
+                         device=torch_device)
     layout = ParamLayout.from_state(params[selected[0]])
     thetas = {r: layout.flatten(p) for r, p in params.items()}
+    subjects = [_mlp_subject(rid, infos[rid], exp_cfg, layout, thetas, trajectories, x, y, xt, yt)
+                for rid in selected]
 
     writer = LandscapeWriter(output, config_json=settings.to_json(), source=str(path), mode=mode)
     try:
-        # each write is its own transaction, so each is checked on its own: a scan killed
-        # between two of them resumes with the rest
-        if not writer.has("alphas"):
-            writer.write_array("alphas", alphas)
         if idx is not None and not writer.has("examples"):
             writer.write_array("examples", idx)
         if "probe_sha256" not in writer.get_attrs("/"):
             writer.set_attrs("/", experiment_config=json.dumps(exp_cfg.to_dict(), sort_keys=True),
                              probe_sha256=source_sha)
-        n_grid = settings.points if settings.grid else 0
-        total = len(selected) * sum(1 if k == "toward" else settings.n_directions + n_grid
-                                    for k, _ in kinds)
-        bar = progress_bar(total=total, enabled=progress, desc="landscape", unit="row")
-        for rid in selected:
-            _scan_run(writer, rid, infos[rid], exp_cfg, settings, layout, thetas, trajectories,
-                      kinds, x, y, alphas, bar)
-        bar.close()
+        scan_subjects(writer, subjects, settings, progress=progress)
     finally:
         writer.close()
     return load_result(output)
 
 
-def _directions(writer: LandscapeWriter, key: str, kind: str, target: str | None, rid: str,
-                settings: ScanSettings, layout: ParamLayout, thetas: dict[str, np.ndarray],
-                trajectories: dict[str, np.ndarray], x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-    """The run's directions of one kind: re-read when stored, else generated and stored."""
+@dataclass
+class Subject:
+    """A point of parameter space to scan around (a run of a file, or a model), and how.
+
+    ``evaluate(directions (m, P) float32, coeffs (K, m))`` -> (loss (K,), error (K,)) at
+    ``theta + coeffs @ directions``; ``directions(kind, target, settings, rng)`` -> ((n, P),
+    extra attributes to store with them); ``hessian(settings, rng)`` -> (top eigenvalue, trace,
+    trace's standard error) of the training loss; ``attrs``: the run group's attributes."""
+
+    run_id: str
+    n_params: int
+    attrs: dict[str, Any]
+    evaluate: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+    directions: Callable[[str, "str | None", ScanSettings, np.random.Generator],
+                         tuple[np.ndarray, dict]]
+    hessian: Callable[[ScanSettings, np.random.Generator], tuple[float, float, float]]
+
+
+def _mlp_subject(rid: str, info, exp_cfg, layout: ParamLayout, thetas: dict[str, np.ndarray],
+                 trajectories: dict[str, np.ndarray], x: torch.Tensor, y: torch.Tensor,
+                 xt: torch.Tensor, yt: torch.Tensor) -> Subject:
+    """A run of a project file: PointEvaluator on the scanned split, directions and Hessian
+    measures on the training data (xt, yt)."""
+    theta = thetas[rid]
+
+    def evaluate(d: np.ndarray, coeffs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return PointEvaluator(layout, theta, d, x, y, dtype=x.dtype)(coeffs)
+
+    def directions(kind: str, target: str | None, settings: ScanSettings,
+                   rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
+        n, extra = settings.n_directions, {}
+        if kind == "sgd":
+            d = dirs.sgd_directions(layout, theta, xt, yt, n, rng, settings.sgd_batch_size)
+        elif kind == "gaussian":
+            d = dirs.gaussian_directions(layout, n, rng)
+        elif kind == "filter":
+            d = dirs.filter_directions(layout, theta, n, rng)
+        elif kind == "hessian":
+            vals, d = dirs.hessian_directions(layout, theta, xt, yt, n, rng, settings.hessian_iters)
+            extra["eigenvalues"] = vals
+        elif kind == "pca":
+            d, extra["explained_variance"] = dirs.pca_directions(trajectories[rid], n)
+        elif kind == "toward":
+            d = dirs.toward_direction(theta, thetas[target])
+            extra["target"] = target
+        else:  # parse_kind admits only the kinds above
+            raise ConfigError(f"direction kind {kind!r} has no generator")
+        return d, extra
+
+    def hessian(settings: ScanSettings, rng: np.random.Generator) -> tuple[float, float, float]:
+        from trajviz.landscape.hessian import hutchinson_trace, hvp_operator, lanczos_top
+
+        hvp = hvp_operator(layout, theta, xt, yt)
+        vals, _ = lanczos_top(hvp, layout.size, 1, n_iter=settings.hessian_iters, rng=rng,
+                              device=xt.device)
+        trace, sem = hutchinson_trace(hvp, layout.size, n_probes=settings.hutchinson_probes,
+                                      rng=rng, device=xt.device)
+        return float(vals[0]), trace, sem
+
+    return Subject(rid, layout.size, dict(group=info.group, pretrain=info.pretrain, seed=info.seed,
+                                          depth=exp_cfg.model.depth, width=exp_cfg.model.width),
+                   evaluate, directions, hessian)
+
+
+def scan_subjects(writer: LandscapeWriter, subjects: Sequence[Subject], settings: ScanSettings, *,
+                  progress: bool = False) -> None:
+    """Scan every subject into ``writer`` (a new or resumed landscape file): the alphas, then
+    per subject its loss at theta, its directions of every kind (re-read when stored), its 1-D
+    rows and grid lines not yet done, and its Hessian measures. Each write is its own
+    transaction, so each is checked on its own: a scan killed between two resumes with the rest."""
+    alphas = settings.alphas()
+    if not writer.has("alphas"):
+        writer.write_array("alphas", alphas)
+    kinds = [dirs.parse_kind(d) for d in settings.directions]
+    n_grid = settings.points if settings.grid else 0
+    per_subject = sum(1 if k == "toward" else settings.n_directions + n_grid for k, _ in kinds)
+    bar = progress_bar(total=len(subjects) * per_subject, enabled=progress, desc="landscape",
+                       unit="row")
+    try:
+        for subject in subjects:
+            _scan_one(writer, subject, settings, kinds, alphas, bar, per_subject)
+    finally:
+        bar.close()
+
+
+def _directions(writer: LandscapeWriter, key: str, kind: str, target: str | None,
+                subject: Subject, settings: ScanSettings) -> np.ndarray:
+    """The subject's directions of one kind: re-read when stored, else generated and stored."""
     if writer.has(key):
         d = writer.read_array(key)
-        if d.ndim != 2 or d.shape[1] != layout.size:
-            raise FormatError(f"{writer.path}: '/{key}' has shape {d.shape}, but the nets of "
-                              f"{rid!r} have {layout.size} parameters; was the file scanned from "
-                              "another experiment? use --overwrite or another output file")
+        if d.ndim != 2 or d.shape[1] != subject.n_params:
+            raise FormatError(f"{writer.path}: '/{key}' has shape {d.shape}, but "
+                              f"{subject.run_id!r} has {subject.n_params} parameters; was the "
+                              "file scanned from another model? overwrite it or use another "
+                              "output file")
         return d
-    theta, n = thetas[rid], settings.n_directions
-    rng = dirs.direction_rng(settings.seed, rid, kind if target is None else f"{kind}:{target}")
-    extra = {}
-    if kind == "sgd":
-        d = dirs.sgd_directions(layout, theta, x, y, n, rng, settings.sgd_batch_size)
-    elif kind == "gaussian":
-        d = dirs.gaussian_directions(layout, n, rng)
-    elif kind == "filter":
-        d = dirs.filter_directions(layout, theta, n, rng)
-    elif kind == "hessian":
-        vals, d = dirs.hessian_directions(layout, theta, x, y, n, rng, settings.hessian_iters)
-        extra["eigenvalues"] = vals
-    elif kind == "pca":
-        d, explained = dirs.pca_directions(trajectories[rid], n)
-        if d.shape[0] < n:
-            log.warning("run %s: its trajectory gives only %d pca directions (asked %d)",
-                        rid, d.shape[0], n)
-        extra["explained_variance"] = explained
-    elif kind == "toward":
-        d = dirs.toward_direction(theta, thetas[target])
-        extra["target"] = target
-    else:  # parse_kind admits only the kinds above
-        raise ConfigError(f"direction kind {kind!r} has no generator")
+    rng = dirs.direction_rng(settings.seed, subject.run_id,
+                             kind if target is None else f"{kind}:{target}")
+    d, extra = subject.directions(kind, target, settings, rng)
+    if kind == "pca" and d.shape[0] < settings.n_directions:
+        log.warning("%s: its trajectory gives only %d pca directions (asked %d)",
+                    subject.run_id, d.shape[0], settings.n_directions)
     d = np.asarray(d, dtype=np.float32)
     writer.write_array(key, d, kind=kind, **extra)
     return d
 
 
-def _scan_run(writer: LandscapeWriter, rid: str, info, exp_cfg, settings: ScanSettings,
-              layout: ParamLayout, thetas: dict[str, np.ndarray], trajectories: dict[str, np.ndarray],
-              kinds: list[tuple[str, str | None]], x: torch.Tensor, y: torch.Tensor,
-              alphas: np.ndarray, bar) -> None:
+def _scan_one(writer: LandscapeWriter, subject: Subject, settings: ScanSettings,
+              kinds: list[tuple[str, str | None]], alphas: np.ndarray, bar, per_subject: int) -> None:
+    rid = subject.run_id
     key = f"runs/{rid}"
     if writer.get_attrs(key).get("status") == "complete":
-        bar.update(sum(1 if k == "toward" else settings.n_directions
-                       + (settings.points if settings.grid else 0) for k, _ in kinds))
+        bar.update(per_subject)
         return
-    theta = thetas[rid]
-    dtype = x.dtype
     if not writer.has(key):
-        nll0, err0 = PointEvaluator(layout, theta, np.zeros((1, layout.size)), x, y, dtype=dtype)(np.zeros((1, 1)))
-        writer.set_attrs(key, group=info.group, pretrain=info.pretrain, seed=info.seed,
-                         depth=exp_cfg.model.depth, width=exp_cfg.model.width, n_params=layout.size,
-                         nll_at_theta=float(nll0[0]), error_at_theta=float(err0[0]), status="running")
+        nll0, err0 = subject.evaluate(np.zeros((1, subject.n_params), dtype=np.float32),
+                                      np.zeros((1, 1)))
+        writer.set_attrs(key, **subject.attrs, n_params=subject.n_params,
+                         nll_at_theta=float(nll0[0]), error_at_theta=float(err0[0]),
+                         status="running")
     for (kind, target), text in zip(kinds, settings.directions):
         if kind == "toward" and target == rid:
-            log.info("run %s: skipping %s (the run itself)", rid, text)
+            log.info("%s: skipping %s (the run itself)", rid, text)
             bar.update(1)
             continue
-        d = _directions(writer, f"{key}/directions/{text}", kind, target, rid, settings, layout,
-                        thetas, trajectories, x, y)
+        d = _directions(writer, f"{key}/directions/{text}", kind, target, subject, settings)
         table = f"{key}/scan1d/{text}"
         writer.require_rows(table, d.shape[0], (alphas.size,), ("nll", "error"))
         done = writer.done_rows(table)
         for i in range(d.shape[0]):
             if not done[i]:
-                nll, err = PointEvaluator(layout, theta, d[i:i + 1], x, y, dtype=dtype)(alphas[:, None])
+                nll, err = subject.evaluate(d[i:i + 1], alphas[:, None])
                 writer.write_row(table, i, nll=nll, error=err)
             bar.update(1)
         bar.update(settings.n_directions - d.shape[0] if kind != "toward" else 0)
         if settings.grid and kind != "toward":
             if d.shape[0] < 2:
-                raise ConfigError(f"run {rid}: {text} gave {d.shape[0]} direction; a grid needs 2")
+                raise ConfigError(f"{rid}: {text} gave {d.shape[0]} direction; a grid needs 2")
             table = f"{key}/scan2d/{text}"
             writer.require_rows(table, alphas.size, (alphas.size,), ("nll", "error"))
             done = writer.done_rows(table)
-            ev = PointEvaluator(layout, theta, d[:2], x, y, dtype=dtype)
             for i, a in enumerate(alphas):
                 if not done[i]:
-                    nll, err = ev(np.stack([np.full_like(alphas, a), alphas], axis=1))
+                    nll, err = subject.evaluate(d[:2], np.stack([np.full_like(alphas, a), alphas],
+                                                                axis=1))
                     writer.write_row(table, i, nll=nll, error=err)
                 bar.update(1)
     if settings.hessian and "trace" not in writer.get_attrs(f"{key}/hessian"):
-        from trajviz.landscape.hessian import hutchinson_trace, hvp_operator, lanczos_top
-
-        hvp = hvp_operator(layout, theta, x, y)
         rng = dirs.direction_rng(settings.seed, rid, "hessian-measures")
-        vals, _ = lanczos_top(hvp, layout.size, 1, n_iter=settings.hessian_iters, rng=rng, device=x.device)
-        trace, sem = hutchinson_trace(hvp, layout.size, n_probes=settings.hutchinson_probes, rng=rng,
-                                      device=x.device)
-        writer.set_attrs(f"{key}/hessian", top_eigenvalue=float(vals[0]), trace=trace, trace_sem=sem)
+        top, trace, sem = subject.hessian(settings, rng)
+        writer.set_attrs(f"{key}/hessian", top_eigenvalue=top, trace=trace, trace_sem=sem)
     writer.set_attrs(key, status="complete")
