@@ -18,7 +18,12 @@ directions, and each group difference with a bootstrap confidence interval.
 Directions (docs/landscape.md): sgd (the studies': unit-norm minibatch gradients), gaussian,
 filter (Li et al. 2018 filter-normalized), hessian (top Hessian eigenvectors), pca (of the run's
 parameter trajectory; record with --set record.params='"all"'), toward:RUN (the line to run RUN's
-parameters). Groups: the runs of one depth and one pre-training method.
+parameters). Groups: the runs of one depth and one pre-training method. The sgd and hessian
+directions and the Hessian measures always use the training split, whatever --split is scanned.
+
+FILE must be written by `trajviz record` (the project's MLPs, whose data and architecture its
+config rebuilds); other files (e.g. from trajviz.Recorder in your own loop) are refused: scan
+such a model from Python with trajviz.landscape.scan_model (docs/landscape.md).
 examples:
   trajviz landscape runs/default.h5 -o runs/default.landscape.h5           # 7 sgd directions
   trajviz landscape runs/default.h5 --directions filter --grid --points 25 -o grid.h5
@@ -43,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grid", action="store_true",
                    help="also a POINTS x POINTS grid over the first two directions of each kind")
     p.add_argument("--split", choices=("train", "valid", "test"), default="train",
-                   help="split the loss is measured on")
+                   help="split the loss is measured on (directions: always train)")
     p.add_argument("--n-examples", type=int, default=0,
                    help="seeded random subset of the split (0 = the whole split)")
     p.add_argument("--seed", type=int, default=0, help="seed of directions, subset and Hessian probes")

@@ -93,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
                     ax = axes[i, j]
                     if alphas is not None:
                         plot_scans_1d(ax, alphas, sel, kind, column=args.column, color=f"C{i}")
-                    ax.set_title(f"{d} hidden layer{'s' if d > 1 else ''}, {g} ({len(sel)} runs)")
+                    depth = f"{d} hidden layer{'s' if d > 1 else ''}, " if d else ""  # 0: scan_model
+                    ax.set_title(f"{depth}{g} ({len(sel)} run{'s' if len(sel) != 1 else ''})")
                     if i < len(groups) - 1:
                         ax.set_xlabel("")
                     if j > 0:
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             fig, axes = plt.subplots(1, len(chosen), figsize=(size * 1.25 * len(chosen), size), squeeze=False)
             for ax, (res, r) in zip(axes[0], chosen):
                 plot_scan_grid(ax, res.alphas, r.scans2d[kind][args.column], log=args.column == "nll")
-                ax.set_title(f"{r.run_id} (depth {r.depth}, {kind})")
+                ax.set_title(f"{r.run_id} ({f'depth {r.depth}, ' if r.depth else ''}{kind})")
         fig.tight_layout()
         save_figure(fig, args.output)
         plt.close(fig)

@@ -3,7 +3,7 @@
 
 Public API::
 
-    from trajviz.landscape import ScanSettings, scan_file, load_result, flatness_table
+    from trajviz.landscape import ScanSettings, scan_file, scan_model, load_result, flatness_table
 
     result = scan_file("runs/default.h5", "runs/default.landscape.h5",
                        settings=ScanSettings(directions=("sgd",), n_directions=7, span=2.5, points=51),
@@ -15,14 +15,22 @@ Public API::
 
     load_result("runs/default.landscape.h5")              # read a finished (or partial) scan back
 
+    # any nn.Module, loss and data (tensors or a DataLoader), same directions and file format:
+    result = scan_model(model, torch.nn.CrossEntropyLoss(), (x, y), "mine.landscape.h5",
+                        settings=ScanSettings(directions=("filter",), n_directions=2, grid=True),
+                        train_data=(x_train, y_train))
+
 Modules: :mod:`~trajviz.landscape.params` (flat parameter layout, batched evaluation of many
 points per pass), :mod:`~trajviz.landscape.directions` (sgd, gaussian, filter, hessian, pca,
 toward:RUN), :mod:`~trajviz.landscape.hessian` (Hessian-vector products, Lanczos, power
-iteration, Hutchinson), :mod:`~trajviz.landscape.scan` (:func:`scan_file`, resumable),
+iteration, Hutchinson), :mod:`~trajviz.landscape.scan` (:func:`scan_file`, resumable, and the
+scan engine both share), :mod:`~trajviz.landscape.modules` (any module as a function of a flat
+parameter vector) and :mod:`~trajviz.landscape.module_scan` (:func:`scan_model`),
 :mod:`~trajviz.landscape.results` and :mod:`~trajviz.landscape.flatness` (numpy only: reading
 results, flatness measures, group table, bootstrap CIs).
 
-Importing this package does not import torch; ``scan_file`` and ``ScanSettings`` load it lazily.
+Importing this package does not import torch; ``scan_file``, ``scan_model`` and ``ScanSettings``
+load it lazily.
 """
 
 from __future__ import annotations
@@ -33,11 +41,12 @@ from trajviz.landscape.flatness import (FlatnessTable, GroupDifference, GroupSta
                                         loss_rise, quadratic_curvature, run_measures)
 from trajviz.landscape.results import LandscapeResult, RunScan, load_result
 
-__all__ = ["ScanSettings", "scan_file", "load_result", "flatness_table", "LandscapeResult", "RunScan",
+__all__ = ["ScanSettings", "scan_file", "scan_model", "load_result", "flatness_table", "LandscapeResult", "RunScan",
            "FlatnessTable", "GroupStats", "GroupDifference", "quadratic_curvature", "loss_rise",
            "run_measures"]
 
-_LAZY = {"ScanSettings": "trajviz.landscape.scan", "scan_file": "trajviz.landscape.scan"}
+_LAZY = {"ScanSettings": "trajviz.landscape.scan", "scan_file": "trajviz.landscape.scan",
+         "scan_model": "trajviz.landscape.module_scan"}
 
 
 def __getattr__(name: str) -> Any:

@@ -24,7 +24,7 @@ Kinds:
 from __future__ import annotations
 
 import zlib
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 import torch
@@ -32,9 +32,12 @@ import torch
 from trajviz.errors import ConfigError
 from trajviz.landscape.params import ParamLayout, mean_nll
 
+if TYPE_CHECKING:
+    from trajviz.landscape.modules import ModuleLayout
+
 #: a flat parameter layout: the project's MLPs (ParamLayout) or any module's (ModuleLayout); the
 #: random generators need only ``size``, ``weight_rows()`` and ``vector_slices()``
-Layout = Union[ParamLayout, "ModuleLayout"]  # noqa: F821 - ModuleLayout imports torch.func
+Layout = Union[ParamLayout, "ModuleLayout"]
 
 #: direction kinds; ``toward:RUN`` takes a run id after the colon
 KINDS = ("sgd", "gaussian", "filter", "hessian", "pca", "toward")

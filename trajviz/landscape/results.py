@@ -27,8 +27,8 @@ class RunScan:
     group: str          # the run's group in its experiment (its pre-training method by default)
     pretrain: str
     seed: int
-    depth: int          # hidden layers
-    width: int
+    depth: int          # hidden layers (0 for a scan_model run)
+    width: int          # (0 for a scan_model run)
     complete: bool
     loss_at_theta: tuple[float, float] = (float("nan"), float("nan"))  # (NLL, error) at alpha = 0
     scans1d: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # kind -> nll/error (n, A)
@@ -43,7 +43,8 @@ class RunScan:
 
 
 def group_label(depth: int, group: str) -> str:
-    return f"depth {depth}, {group}"
+    """"depth 2, sdae"; just the group for a scan_model run (no depth)."""
+    return f"depth {depth}, {group}" if depth else group
 
 
 @dataclass
