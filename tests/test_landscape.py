@@ -431,11 +431,11 @@ def test_lines_view_of_a_scan_in_progress_draws_the_mean_of_scanned_rows_without
 # --------------------------------------------------------------------------- the project's own files
 
 
-FROZEN = __import__("pathlib").Path(__file__).parent / "data" / "landscape_v1"
+FROZEN = __import__("pathlib").Path(__file__).parent / "data" / "scan-numbers-v1"
 
 
 def test_project_files_scan_to_the_numbers_of_the_old_code(tmp_path):
-    """tests/data/landscape_v1: a tiny `trajviz record` file and what every kind of scan gave on
+    """tests/data/scan-numbers-v1: a tiny `trajviz record` file and what every kind of scan gave on
     it before scan_model existed (make.py): the project's own files keep their numbers."""
     import json
 

@@ -3,7 +3,7 @@ expected.json (what `trajviz landscape` gave on it before scan_model existed, co
 
 tests/test_landscape.py::test_project_files_scan_to_the_numbers_of_the_old_code checks that the
 scan still gives these numbers. Rerun only to renew the frozen file (and then say why):
-    PYTHONPATH=. python tests/data/landscape_v1/make.py
+    PYTHONPATH=. python tests/data/scan-numbers-v1/make.py
 """
 
 from __future__ import annotations
