@@ -231,3 +231,25 @@ def test_flatness_table_and_resume_take_scan_model_files(tmp_path):
                                   again.runs[0].scans1d["gaussian"]["nll"])
     table = flatness_table(load_result(tmp_path / "a.h5"), fit_radius=0.5, rise_radius=0.5, n_boot=50)
     assert table.groups[0].label == "cnn" and "curvature[gaussian]" in table.format()
+    from trajviz.cli import main
+
+    assert main(["plot", "landscape", str(tmp_path / "a.h5"), "-o", str(tmp_path / "a.png"), "-q"]) == 0
+    assert (tmp_path / "a.png").stat().st_size > 1000
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_model_on_cuda_is_scanned_there_to_the_cpu_numbers(tmp_path):
+    """The scan runs on the model's device (data given on the CPU are moved batch by batch)."""
+    model, data = _model(), _data(40, 9)
+    settings = ScanSettings(directions=("filter", "sgd"), n_directions=2, points=5, span=1.0,
+                            grid=True, hessian=True, hessian_iters=4, hutchinson_probes=3)
+    cpu = scan_model(model, nn.CrossEntropyLoss(), data, tmp_path / "cpu.h5", settings=settings)
+    gpu_model = copy.deepcopy(model).cuda()
+    gpu = scan_model(gpu_model, nn.CrossEntropyLoss(), data, tmp_path / "gpu.h5", settings=settings)
+    assert next(gpu_model.parameters()).is_cuda
+    for kind in ("filter", "sgd"):
+        np.testing.assert_allclose(gpu.runs[0].scans1d[kind]["nll"], cpu.runs[0].scans1d[kind]["nll"],
+                                   rtol=1e-4)
+    np.testing.assert_allclose(gpu.runs[0].scans2d["filter"]["nll"], cpu.runs[0].scans2d["filter"]["nll"],
+                               rtol=1e-4)
+    assert gpu.runs[0].top_eigenvalue == pytest.approx(cpu.runs[0].top_eigenvalue, rel=1e-6)

@@ -95,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
                         plot_scans_1d(ax, alphas, sel, kind, column=args.column, color=f"C{i}")
                     depth = f"{d} hidden layer{'s' if d > 1 else ''}, " if d else ""  # 0: scan_model
                     ax.set_title(f"{depth}{g} ({len(sel)} run{'s' if len(sel) != 1 else ''})")
+                    if not d:  # scan_model: its loss_fn on the data it was given
+                        ax.set_ylabel("loss" if args.column == "nll" else "error")
                     if i < len(groups) - 1:
                         ax.set_xlabel("")
                     if j > 0:

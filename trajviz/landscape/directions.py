@@ -62,7 +62,8 @@ def direction_rng(seed: int, run_id: str, kind: str) -> np.random.Generator:
         np.random.SeedSequence([int(seed), zlib.crc32(run_id.encode()), zlib.crc32(kind.encode())]))
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
+def unit_rows(v: np.ndarray) -> np.ndarray:
+    """Each row of ``v`` (n, P) scaled to unit norm (zero rows stay zero)."""
     norms = np.linalg.norm(v, axis=-1, keepdims=True)
     return v / np.where(norms > 0, norms, 1.0)
 
@@ -75,7 +76,7 @@ def gaussian_directions(layout: Layout, n: int, rng: np.random.Generator, *,
     if bias_bn == "zero":
         for off, size in layout.vector_slices():
             raw[:, off:off + size] = 0.0
-    return _unit(raw)
+    return unit_rows(raw)
 
 
 def filter_normalize(direction: np.ndarray, theta: np.ndarray, layout: Layout, *,
@@ -118,7 +119,7 @@ def sgd_directions(layout: ParamLayout, theta: np.ndarray, x: torch.Tensor, y: t
         t = th.clone().requires_grad_(True)
         (g,) = torch.autograd.grad(mean_nll(layout, t, x[idx].double(), y[idx]), t)
         out.append(g.cpu().numpy())
-    return _unit(np.stack(out))
+    return unit_rows(np.stack(out))
 
 
 def hessian_directions(layout: ParamLayout, theta: np.ndarray, x: torch.Tensor, y: torch.Tensor,

@@ -160,7 +160,7 @@ def _module_subject(run_id: str, group: str, layout: ModuleLayout, loss: ModuleL
             for _ in range(n):
                 idx = rng.choice(n_train, size=min(settings.sgd_batch_size, n_train), replace=False)
                 grads.append(loss.gradient(theta, *train.sample(idx)).cpu().double().numpy())
-            d = dirs._unit(np.stack(grads))
+            d = dirs.unit_rows(np.stack(grads))
         elif kind == "gaussian":
             d = dirs.gaussian_directions(layout, n, rng, bias_bn=bias_bn)
         elif kind == "filter":
