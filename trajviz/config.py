@@ -230,6 +230,10 @@ class EngineConfig(_Validated):
     backend: str = _f("fast", "SGD steps: 'fast' (hand-derived fused updates, trajviz/training/fast.py) "
                       "or 'autograd' (the reference; same numbers up to rounding)",
                       choices=("fast", "autograd"))
+    resume_state: bool = _f(True, "keep each batch's training state (parameters, random streams, "
+                            "example-order position) with its latest checkpoint, so --resume "
+                            "continues an interrupted run from there, not from epoch 0 "
+                            "(docs/reliability.md); false: --resume redoes unfinished runs")
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ without SDAE pre-training).
 
 Every config key and its default: `trajviz config --show-defaults`.
 Crash safety (docs/reliability.md): a record killed at any moment leaves the file as its last
-complete write left it, and --resume rolls back the interrupted write and carries on, ending
-identical to an uninterrupted run. A file that another record is writing is refused (the
+complete write left it, and --resume rolls back the interrupted write and carries on from
+each unfinished batch's last checkpoint (engine.resume_state; from epoch 0 when it is off),
+ending identical to an uninterrupted run. A file that another record is writing is refused (the
 message names its pid); `trajviz info` may read it meanwhile.
 examples:
   trajviz record                                   # built-in default -> runs/default.h5
@@ -40,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="output HDF5 file (default: runs/<config name>.h5)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true",
-                      help="continue an existing output: complete runs are kept, unfinished ones redone")
+                      help="continue an existing output: complete runs are kept, unfinished ones "
+                           "continue from their last checkpoint")
     mode.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     add_common(p)
     p.set_defaults(func=run)

@@ -1,5 +1,6 @@
 """Background writes: store writes of a checkpoint run on a worker thread, off the training
-loop's critical path (the training runner wraps each run's recorder in a :class:`DeferredRun`)."""
+loop's critical path (the training runner submits each checkpoint's writes as one job;
+:class:`DeferredRun` queues a run's calls one by one)."""
 
 from __future__ import annotations
 

@@ -160,6 +160,18 @@ class Recorder:
             run_id, seed=seed, pretrain=pretrain, group=group, config_json=cfg, **attrs)
         return RunRecorder(self, writer)
 
+    def continue_run(self, run_id: str) -> RunRecorder:
+        """Append to the unfinished run ``run_id`` after its last complete checkpoint (used by
+        the runner to resume a training from its resume state)."""
+        return RunRecorder(self, self.store.continue_run(run_id))
+
+    @property
+    def store(self) -> ExperimentWriter:
+        """The file's writer (the runner keeps resume state through it); needs n_classes."""
+        if self._n_classes is None:
+            raise RuntimeError("the store needs n_classes: pass it to Recorder(...)")
+        return self._open(self._n_classes)
+
     # --- evaluation
     @torch.no_grad()
     def probabilities(self, model: torch.nn.Module) -> np.ndarray:

@@ -24,6 +24,8 @@ Submodules, one per concern (everything is re-exported here; import from ``trajv
 * :mod:`trajviz.store.experiment`: format constants, run status values, :func:`probe_sha256`,
   the writer (:class:`ExperimentWriter`, :class:`RunWriter`) and the private helpers the other
   submodules share.
+* :mod:`trajviz.store.resume`: the resume state a writer keeps under ``/resume`` so an
+  interrupted training continues mid-run (:meth:`ExperimentWriter.write_resume_state`).
 * :mod:`trajviz.store.reader`: :class:`ExperimentFile`, :class:`RunInfo`,
   :func:`open_for_reading` and the validation limits for hostile files.
 * :mod:`trajviz.store.gather`: :class:`ShardSource`, :func:`gather`, :func:`read_root_attrs`.

@@ -20,6 +20,7 @@ import numpy as np
 
 from trajviz.errors import FormatError, InputFileNotFoundError, OutputExistsError
 from trajviz.store.journaled import JournaledWriter
+from trajviz.store import resume as _resume
 
 log = logging.getLogger("trajviz.store")
 
@@ -314,6 +315,47 @@ class ExperimentWriter(JournaledWriter):
 
         self._submit(op, 0, block=True)
         return RunWriter(self, run_id)
+
+    def continue_run(self, run_id: str) -> RunWriter:
+        """A writer that appends to the unfinished run ``run_id`` after its last complete
+        checkpoint (training resumed from a resume state). FormatError if there is no such run
+        or it is finished."""
+        self._drain(block=True)
+        g = self._f["runs"].get(run_id)
+        if not isinstance(g, h5py.Group) or "steps" not in g:
+            raise FormatError(f"{self.path} has no run {run_id!r} to continue")
+        status = _str_attr(g.attrs.get("status", ""))
+        if status != RUNNING:
+            raise FormatError(f"run {run_id!r} in {self.path} is {status!r}, not running; "
+                              "only an unfinished run can be continued")
+        return RunWriter(self, run_id, n_checkpoints=int(g["steps"].shape[0]))
+
+    # --- resume state (trajviz.store.resume; docs/format.md, "Resume state")
+    def write_resume_state(self, key: str, arrays: Mapping[str, np.ndarray],
+                           meta: Mapping[str, Any]) -> None:
+        """Store (replace) the resume state ``key``: named arrays, kept in their dtype, and a
+        JSON-serialisable ``meta``. Queued like any change; inside :meth:`atomic` it is part of
+        the block's transaction."""
+        if not key or "/" in key or key in (".", ".."):
+            raise FormatError(f"resume state key {key!r}: must be non-empty without '/'")
+        copies = {str(k): np.array(v, copy=True) for k, v in arrays.items()}
+        meta = json.loads(json.dumps(dict(meta)))  # a copy, and refuse what JSON cannot hold
+        self._submit(lambda: _resume.write_state(self._f, key, copies, meta),
+                     sum(a.nbytes for a in copies.values()))
+
+    def read_resume_state(self, key: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+        """The resume state ``key`` as (arrays, meta), or None; FormatError if it is damaged."""
+        self._drain(block=True)
+        return _resume.read_state(self._f, key)
+
+    def delete_resume_state(self, key: str) -> None:
+        """Remove the resume state ``key`` if the file has it (queued like any change)."""
+        self._submit(lambda: _resume.delete_state(self._f, key), 0)
+
+    def resume_state_keys(self) -> list[str]:
+        """Keys of the resume states in the file."""
+        self._drain(block=True)
+        return _resume.state_keys(self._f)
 
     def __enter__(self) -> "ExperimentWriter":
         return self

@@ -70,6 +70,7 @@ class JournaledWriter:
         self.path = path
         self._pending: list[Callable[[], None]] = []
         self._pending_bytes = 0
+        self._holding = False
         self._broken: BaseException | None = None
         self._f = None
         self._session = WriteSession(self.path, durable=durable)
@@ -136,12 +137,35 @@ class JournaledWriter:
                                   "written (rerun with --resume)")
         self._pending.append(op)
         self._pending_bytes += nbytes
-        self._drain(block or self._pending_bytes > MAX_PENDING_BYTES)
+        if not self._holding:
+            self._drain(block or self._pending_bytes > MAX_PENDING_BYTES)
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Write the changes submitted inside the block as one transaction, at its end: a
+        process killed at any moment leaves all of them in the file or none (the runner writes
+        a batch's checkpoint of every net and its resume state this way). Reads inside the
+        block do not see its changes. If the block raises, none of its changes are written.
+        A nested block is part of the outer one."""
+        if self._holding:
+            yield
+            return
+        mark, mark_bytes = len(self._pending), self._pending_bytes
+        self._holding = True
+        try:
+            yield
+        except BaseException:
+            del self._pending[mark:]
+            self._pending_bytes = mark_bytes
+            raise
+        finally:
+            self._holding = False
+        self._drain(self._pending_bytes > MAX_PENDING_BYTES)
 
     def _drain(self, block: bool) -> None:
         """Apply the queued changes in one transaction (if readers hold the file: only when
-        ``block``, after waiting for them)."""
-        if not self._pending or self._broken is not None:
+        ``block``, after waiting for them). Inside :meth:`atomic`, nothing is applied yet."""
+        if not self._pending or self._broken is not None or self._holding:
             return
         if not self._session.begin(block=False):
             if not block:

@@ -18,6 +18,7 @@ import numpy as np
 from trajviz.errors import FormatError, TrajvizError
 from trajviz.store.journal import RolledBackView, read_hot_journal
 from trajviz.store.lock import ReadLock
+from trajviz.store.resume import read_metas
 from trajviz.store.experiment import (COMPLETE, DIVERGED, FORMAT, FORMAT_VERSION, RUNNING,
                                       _READ_ERRORS, _check_readable, _natural_key, _str_attr,
                                       check_format_attrs)
@@ -329,6 +330,14 @@ class ExperimentFile(CheckedReader):
     @_guarded
     def has_params(self, run_id: str, which: str = "final") -> bool:
         return f"params/{which}" in self._run(run_id)
+
+    @_guarded
+    def resume_states(self) -> dict[str, dict[str, Any]]:
+        """The resume states of unfinished training batches (docs/format.md, "Resume state"):
+        key -> JSON ``state`` (``runs``, ``step``, ``n_checkpoints``, ...). Empty once a
+        recording is finished."""
+        self._key = "/resume"
+        return read_metas(self._f)
 
     @_guarded
     def check_structure(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import zlib
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import AbstractSet as Set, Callable, Iterator, Sequence
 
@@ -21,15 +22,16 @@ import torch.nn.functional as F
 
 from trajviz.config import ExperimentConfig, TrainConfig
 from trajviz.data import Split, load_dataset
-from trajviz.record.background import BackgroundWriter, DeferredRun
+from trajviz.record.background import BackgroundWriter
 from trajviz.training.fast import BACKENDS, FinetuneStep
-from trajviz.errors import ConfigError
+from trajviz.errors import ConfigError, FormatError
 from trajviz.training.nets import StackedMLP, layer_sizes
 from trajviz.training.initialization import apply_method, method_attrs
 from trajviz.progress import progress_bar
 from trajviz.record import Recorder, RunRecorder
+from trajviz.training.resume import FinetunePosition, Restored, capture, restore, state_key
 from trajviz.training.selection import BestCheckpoint
-from trajviz.store import DIVERGED, SPLITS
+from trajviz.store import DIVERGED, SPLITS, ExperimentWriter
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +144,15 @@ def checkpoint_steps(n_train: int, cfg: TrainConfig, every_steps: int) -> tuple[
 def finetune(net: StackedMLP, train: tuple[torch.Tensor, torch.Tensor], cfg: TrainConfig,
              generators: Sequence[torch.Generator], checkpoint: Callable[[int, float], None],
              every_steps: int = 0, *, progress: bool = False,
-             active: np.ndarray | None = None, backend: str = "fast") -> None:
+             active: np.ndarray | None = None, backend: str = "fast",
+             position: FinetunePosition | None = None) -> None:
     """Supervised SGD of all nets; ``checkpoint(step, epoch)`` is called at every checkpoint.
+
+    ``position`` (:class:`~trajviz.training.resume.FinetunePosition`): where to start, and,
+    updated before every ``checkpoint`` call, where the run stands (what a resume needs). To
+    continue a run, pass the position of one of its checkpoints with ``taken`` set, the nets'
+    parameters of that checkpoint, and ``generators`` in the states ``position.order_states``:
+    the run then goes on exactly as if it had not stopped. None: start at step 0.
 
     ``active``: optional (K,) bool mask, read at every update (the checkpoint callback may
     clear entries): a net whose entry is False gets no more updates (its learning rate is
@@ -167,12 +176,21 @@ def finetune(net: StackedMLP, train: tuple[torch.Tensor, torch.Tensor], cfg: Tra
     params = net.parameters()
     for p in params:
         p.requires_grad_(True)
-    step = 0
+    if position is None:
+        position = FinetunePosition()
+    step = position.step
+    first_epoch, skip = divmod(step, per_epoch)
     pending: list[torch.Tensor] = []  # fast path: minibatches whose updates are not made yet
-    checkpoint(0, 0.0)
-    for epoch in progress_bar(range(cfg.epochs), enabled=progress, desc="fine-tune", unit="epoch"):
+    if not position.taken:
+        position.order_states = [g.get_state() for g in generators]
+        position.taken = True
+        checkpoint(step, step / per_epoch)
+    for epoch in progress_bar(range(first_epoch, cfg.epochs), enabled=progress, desc="fine-tune",
+                              unit="epoch", initial=first_epoch, total=cfg.epochs):
+        epoch_states = [g.get_state() for g in generators]
         perms = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(x.device)
-        for start in range(0, n, cfg.batch_size):
+        begin = skip * cfg.batch_size if epoch == first_epoch else 0
+        for start in range(begin, n, cfg.batch_size):
             idx = perms[:, start:start + cfg.batch_size]
             if active is not None and not active.all():
                 if not active.any():
@@ -193,6 +211,9 @@ def finetune(net: StackedMLP, train: tuple[torch.Tensor, torch.Tensor], cfg: Tra
                 if pending:
                     fast.run(x, y, pending)
                     pending = []
+                position.step = step
+                position.order_states = (epoch_states if step % per_epoch else
+                                         [g.get_state() for g in generators])
                 checkpoint(step, step / per_epoch)
         else:
             continue
@@ -268,6 +289,13 @@ def record_experiment(cfg: ExperimentConfig, output: str | Path, *, mode: str = 
                    for chunk in _chunks([s for mm, s in planned_runs(cfg) if mm == m],
                                         cfg.engine.nets_per_batch)
                    if any(run_id(m, s) not in done for s in chunk)]
+        # resume states of batches that are no longer to do (finished, or cut differently
+        # now) are dropped; those of the batches to do are used or replaced by _train_batch
+        wanted = {state_key([run_id(m, s) for s in seeds]) for m, seeds in batches}
+        for key in recorder.store.resume_state_keys():
+            if key not in wanted:
+                log.info("dropping the resume state %r: no batch to do uses it", key)
+                recorder.store.delete_resume_state(key)
         for i, (method, seeds) in enumerate(batches):
             log.info("batch %d/%d: %s, seeds %s", i + 1, len(batches), method, list(seeds))
             _train_batch(cfg, method, list(seeds), sizes, tensors, probe_x, recorder, device, dtype,
@@ -277,29 +305,86 @@ def record_experiment(cfg: ExperimentConfig, output: str | Path, *, mode: str = 
     return Path(output)
 
 
+def _engine_signature(cfg: ExperimentConfig, device: torch.device) -> dict[str, object]:
+    """The engine settings a resume state is valid for: those that change a net's last bits."""
+    return {"device": device.type, "dtype": cfg.engine.dtype, "backend": cfg.engine.backend,
+            "nets_per_batch": cfg.engine.nets_per_batch}
+
+
+def _saved_state(recorder: Recorder, ids: list[str], done: Set[str], cfg: ExperimentConfig,
+                 engine: dict[str, object], streams: list[RunStreams], sizes: list[int],
+                 dtype: torch.dtype, device: torch.device) -> Restored | None:
+    """The batch restored from its resume state, or None (no usable state: the batch starts
+    over; a state that exists but is not used is deleted, saying why)."""
+    key = state_key(ids)
+    try:
+        saved = recorder.store.read_resume_state(key)
+    except FormatError as exc:
+        log.warning("the resume state of batch %s cannot be used (%s); the batch starts over", key, exc)
+        recorder.store.delete_resume_state(key)
+        return None
+    if saved is None:
+        return None
+    if not cfg.engine.resume_state:
+        log.info("engine.resume_state is off: dropping the resume state of batch %s", key)
+        recorder.store.delete_resume_state(key)
+        return None
+    try:
+        restored = restore(*saved, streams, ids, engine, sizes, dtype, device)
+        for rid in ids:
+            if rid in done:
+                continue
+            n = recorder.store.continue_run(rid).n_checkpoints
+            if n != restored.n_checkpoints:
+                raise ValueError(f"run {rid} has {n} checkpoints, the state {restored.n_checkpoints}")
+    except (ValueError, FormatError) as exc:
+        log.warning("the resume state of batch %s cannot be used: %s; the batch starts over", key, exc)
+        recorder.store.delete_resume_state(key)
+        return None
+    return restored
+
+
 def _train_batch(cfg: ExperimentConfig, method: str, seeds: list[int], sizes: list[int],
                  tensors: dict, probe_x: torch.Tensor, recorder: Recorder, device: torch.device,
                  dtype: torch.dtype, progress: bool, done: Set[str] = frozenset()) -> None:
-    """Train one batch of nets; runs named in ``done`` train along but are not recorded."""
+    """Train one batch of nets; runs named in ``done`` train along but are not recorded.
+
+    With ``engine.resume_state``, every checkpoint of the batch is written in one transaction
+    with the batch's training state (trajviz.training.resume), and a batch that has such a state
+    continues from it instead of starting over."""
     streams = [run_streams(s, None if cfg.pretrain.shared_init else method) for s in seeds]
-    net = StackedMLP.init(sizes, [st.init for st in streams], dtype=dtype, device=device)
-    attrs = method_attrs(method, cfg.model.depth)
-    runs: list[RunRecorder | None] = [
-        None if run_id(method, s) in done else
-        recorder.start_run(run_id(method, s), seed=s, pretrain=method.split("+")[0], group=method,
-                           **attrs)
-        for s in seeds]
-    apply_method(net, method, tensors["train"][0], cfg.pretrain, [st.pretrain for st in streams],
-                 progress=progress, backend=cfg.engine.backend)
-    alive = np.ones(len(seeds), dtype=bool)
-    best = BestCheckpoint(len(seeds))  # model selection on validation error (trajviz.training.selection)
+    ids = [run_id(method, s) for s in seeds]
+    key, keep_state = state_key(ids), cfg.engine.resume_state
+    engine = _engine_signature(cfg, device)
+    restored = _saved_state(recorder, ids, done, cfg, engine, streams, sizes, dtype, device)
+    if restored is None:
+        net = StackedMLP.init(sizes, [st.init for st in streams], dtype=dtype, device=device)
+        attrs = method_attrs(method, cfg.model.depth)
+        runs: list[RunRecorder | None] = [
+            None if rid in done else
+            recorder.start_run(rid, seed=s, pretrain=method.split("+")[0], group=method, **attrs)
+            for rid, s in zip(ids, seeds)]
+        apply_method(net, method, tensors["train"][0], cfg.pretrain, [st.pretrain for st in streams],
+                     progress=progress, backend=cfg.engine.backend)
+        alive = np.ones(len(seeds), dtype=bool)
+        best = BestCheckpoint(len(seeds))  # model selection on validation error (trajviz.training.selection)
+        position, n_checkpoints = FinetunePosition(), 0
+    else:
+        net, alive, best = restored.net, restored.alive, restored.best
+        position, n_checkpoints = restored.position, restored.n_checkpoints
+        runs = [None if rid in done else recorder.continue_run(rid) for rid in ids]
+        log.info("batch %s resumes from its checkpoint at step %d (%d recorded)", key,
+                 position.step, n_checkpoints)
+    store = recorder.store
 
     def checkpoint(step: int, epoch: float) -> None:
+        nonlocal n_checkpoints
         metrics = {}
         for split in SPLITS:
             nll, err = evaluate(net, *tensors[split])
             metrics[f"{split}_nll"], metrics[f"{split}_error"] = nll, err
         probs = probabilities(net, probe_x)
+        writes: list[Callable[[], None]] = []  # run on the writer thread, in one transaction
         for k, run in enumerate(runs):
             if not alive[k]:
                 continue
@@ -309,27 +394,44 @@ def _train_batch(cfg: ExperimentConfig, method: str, seeds: list[int], sizes: li
                     continue
                 log.warning("run %s diverged (train NLL %s) at step %d; it is kept, flagged "
                             "'diverged'", run.run_id, metrics["train_nll"][k], step)
-                run.set_attrs(diverged_step=step, **best.attrs(k))
-                run.finish(DIVERGED)
+                writes.append(partial(run.set_attrs, diverged_step=step, **best.attrs(k)))
+                writes.append(partial(run.finish, DIVERGED))
                 continue
             if run is None:
                 continue
             # copies: the write happens later, on the writer thread, while training goes on
             params = ({n: v.numpy().copy() for n, v in net.state_dict(k).items()}
                       if cfg.record.params == "all" else None)
-            run.append(probs[k], step, epoch=epoch, params=params,
-                       **{name: float(v[k]) for name, v in metrics.items()})
+            writes.append(partial(run.append, probs[k], step, epoch=epoch, params=params,
+                                  **{name: float(v[k]) for name, v in metrics.items()}))
         best.update(step, epoch, metrics, nets=alive)
+        n_checkpoints += 1
+        state = (capture(net, streams, position, alive, best, n_checkpoints, ids, engine)
+                 if keep_state else None)
+        writer.submit(_write_together, store, writes, key, state)
 
     # HDF5 writes go to a worker thread, off the training loop's critical path (trajviz.record.background);
     # leaving the block waits for them, so the batch's runs are on disk when it returns.
     with BackgroundWriter() as writer:
-        runs = [None if run is None else DeferredRun(run, writer) for run in runs]
         finetune(net, tensors["train"], cfg.train, [st.order for st in streams], checkpoint,
                  cfg.record.every_steps, progress=progress, active=alive,
-                 backend=cfg.engine.backend)
+                 backend=cfg.engine.backend, position=position)
+        writes = []
         for k, run in enumerate(runs):
             if alive[k] and run is not None:
-                run.save_params({n: v for n, v in net.state_dict(k).items()})
-                run.set_attrs(**best.attrs(k))
-                run.finish()
+                writes += [partial(run.save_params, {n: v for n, v in net.state_dict(k).items()}),
+                           partial(run.set_attrs, **best.attrs(k)), run.finish]
+        writer.submit(_write_together, store, writes, key, None, finished=True)
+
+
+def _write_together(store: ExperimentWriter, writes: list[Callable[[], None]], key: str,
+                    state: tuple[dict, dict] | None, finished: bool = False) -> None:
+    """Make ``writes`` and store the batch's resume ``state`` (or, ``finished``, delete it) as
+    one transaction: whenever the process dies, the file's checkpoints and the state agree."""
+    with store.atomic():
+        if finished:  # first: HDF5 may reuse the freed space for the final parameters
+            store.delete_resume_state(key)
+        for write in writes:
+            write()
+        if state is not None:
+            store.write_resume_state(key, *state)
