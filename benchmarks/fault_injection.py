@@ -180,9 +180,27 @@ def _same(a: object, b: object) -> bool:
     return a == b
 
 
-def differences(path: Path, reference: Path) -> list[str]:
-    """Keys whose content differs between two files (empty: identical)."""
+def _without_engine(content: dict[str, object]) -> dict[str, object]:
+    """``content`` with the config's engine section left out (root and run configs)."""
+    out = dict(content)
+    for key, value in content.items():
+        if key == "/config" or key.endswith("/attrs"):
+            d = json.loads(value)
+            if key.endswith("/attrs") and "config" in d:
+                run_config = json.loads(d["config"])
+                run_config.pop("engine", None)
+                d["config"] = json.dumps(run_config, sort_keys=True)
+            d.pop("engine", None)
+            out[key] = json.dumps(d, sort_keys=True)
+    return out
+
+
+def differences(path: Path, reference: Path, ignore_engine: bool = False) -> list[str]:
+    """Keys whose content differs between two files (empty: identical); ``ignore_engine``:
+    the configs' engine sections (how it ran, e.g. engine.resume_state) may differ."""
     a, b = file_content(path), file_content(reference)
+    if ignore_engine:
+        a, b = _without_engine(a), _without_engine(b)
     diffs = sorted(set(a) ^ set(b))
     diffs += [k for k in sorted(set(a) & set(b)) if not _same(a[k], b[k])]
     return diffs
@@ -208,7 +226,22 @@ def prefix_problems(path: Path, reference: Path) -> list[str]:
                     problems.append(f"{rid}/metrics/{name}")
             if info.status == "complete" and n != ref.run_info(rid).n_checkpoints:
                 problems.append(f"{rid}: complete with {n} checkpoints")
+        for key, meta in f.resume_states().items():  # a batch's state agrees with its runs
+            for rid in meta["runs"]:
+                info = f.run_info(rid) if rid in f.run_ids() else None
+                if info is None or (info.status == "running"
+                                    and info.n_checkpoints != meta["n_checkpoints"]):
+                    problems.append(f"resume state {key}: {meta['n_checkpoints']} checkpoints, "
+                                    f"run {rid}: {info and info.n_checkpoints}")
     return problems
+
+
+def resume_states(path: Path) -> int:
+    """How many batches of the file have a resume state (training continues mid-run)."""
+    from trajviz.store import ExperimentFile
+
+    with ExperimentFile(path) as f:
+        return len(f.resume_states())
 
 
 def landscape_content(path: Path) -> dict[str, object]:
@@ -286,6 +319,7 @@ class Report:
     inside_write: int = 0
     before_file: int = 0
     resumes: int = 0
+    with_state: int = 0
     live_reads: int = 0
     live_projections: int = 0
     live_checkpoints_seen: list[int] = field(default_factory=list)
@@ -296,7 +330,8 @@ class Report:
     def summary(self) -> str:
         return (f"kills survived {self.kills_survived}/{self.kills_tried} "
                 f"({self.inside_write} inside an HDF5 write, {self.before_file} before the file "
-                f"existed); resumed {self.resumes} times; final file identical to the "
+                f"existed; {self.with_state} left a resume state, i.e. resumed mid-run); "
+                f"resumed {self.resumes} times; final file identical to the "
                 f"uninterrupted run: {self.identical}; live reads during the uninterrupted run: "
                 f"{self.live_reads} info + {self.live_projections} project (checkpoints seen "
                 f"{self.live_checkpoints_seen[:1]}..{self.live_checkpoints_seen[-1:]}); "
@@ -428,6 +463,7 @@ def inject(n_kills: int, workdir: Path, *, seed: int = 0, epochs: int = 3, n_tra
             if out.exists():
                 try:
                     problems = prefix_problems(out, ref)
+                    report.with_state += resume_states(out) > 0
                 except Exception as exc:  # noqa: BLE001
                     problems = [f"{type(exc).__name__}: {exc}"]
             if problems:
@@ -448,6 +484,8 @@ def inject(n_kills: int, workdir: Path, *, seed: int = 0, epochs: int = 3, n_tra
             report.identical = not diffs
             if diffs:
                 report.failures.append(f"final file differs from the reference at {diffs[:10]}")
+            if resume_states(out):
+                report.failures.append("the finished file still holds a resume state")
     finally:
         if own_server:
             server.close()
