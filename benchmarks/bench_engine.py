@@ -23,6 +23,10 @@ forward), + HDF5 writes through the background writer, + HDF5 writes done synchr
 overhead of each is reported next to the probe forward's share of the FLOPs.
 
     .venv/bin/python benchmarks/bench_engine.py [--threads T] [--nets 8] [--repeats 3] [--compile]
+    .venv/bin/python benchmarks/bench_engine.py --device cuda [--nets 50]   # on a GPU (wall clock)
+
+``--device cuda`` puts every variant's tensors (and the matmul peak) on the GPU and synchronizes
+before each clock reading.
 """
 
 from __future__ import annotations
@@ -51,8 +55,8 @@ LR = 0.05
 def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
     """float32 GFLOP/s of (n, n) @ (n, n), best of ``repeats``."""
     g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
-    out = torch.empty(n, n)
+    a, b = torch.randn(n, n, generator=g).to(DEVICE), torch.randn(n, n, generator=g).to(DEVICE)
+    out = torch.empty(n, n, device=DEVICE)
     torch.mm(a, b, out=out)
     best = min(_timed(lambda: torch.mm(a, b, out=out)) for _ in range(repeats))
     return 2 * n ** 3 / best / 1e9
@@ -62,11 +66,20 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
 #: (``time.process_time``: all its threads; steadier on a machine shared with other work, where
 #: wall time also counts the time slices other processes got). Set by ``--clock``.
 CLOCK: Callable[[], float] = time.perf_counter
+#: where every variant runs (``--device``)
+DEVICE = torch.device("cpu")
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
 
 
 def _timed(fn: Callable[[], object]) -> float:
+    _sync()
     t0 = CLOCK()
     fn()
+    _sync()
     return CLOCK() - t0
 
 
@@ -86,11 +99,11 @@ class Workload:
 
     def __init__(self, n_nets: int, n: int, batch: int, seed: int = 0):
         g = torch.Generator().manual_seed(seed)
-        self.x = torch.rand(n, SIZES[0], generator=g)
-        self.y = torch.randint(0, SIZES[-1], (n,), generator=g)
+        self.x = torch.rand(n, SIZES[0], generator=g).to(DEVICE)
+        self.y = torch.randint(0, SIZES[-1], (n,), generator=g).to(DEVICE)
         streams = [run_streams(s) for s in range(n_nets)]
-        self.net0 = StackedMLP.init(SIZES, [s.init for s in streams])
-        self.perms = torch.stack([torch.randperm(n, generator=s.order) for s in streams])
+        self.net0 = StackedMLP.init(SIZES, [s.init for s in streams], device=DEVICE)
+        self.perms = torch.stack([torch.randperm(n, generator=s.order) for s in streams]).to(DEVICE)
         self.batch, self.n, self.k = batch, n, n_nets
 
     def fresh_net(self) -> StackedMLP:
@@ -103,7 +116,7 @@ class Workload:
 
 def plain_modules(wl: Workload) -> list[torch.nn.Sequential]:
     """The K nets' initial weights as plain modules (built outside the timed region)."""
-    return [wl.net0.to_module(k) for k in range(wl.k)]
+    return [wl.net0.to_module(k).to(DEVICE) for k in range(wl.k)]
 
 
 def run_plain(wl: Workload, modules: list[torch.nn.Sequential]) -> list[torch.nn.Sequential]:
@@ -234,7 +247,7 @@ def bench_recording(n_nets: int, n: int, batch: int, epochs: int, n_probe: int,
     """
     wl = Workload(n_nets, n, batch)
     g = torch.Generator().manual_seed(1)
-    probe_x = torch.rand(n_probe, SIZES[0], generator=g)
+    probe_x = torch.rand(n_probe, SIZES[0], generator=g).to(DEVICE)
     probe_y = np.zeros(n_probe, dtype=np.int64)
     tmp = Path(tempfile.mkdtemp(prefix="bench_engine_"))
     steps_per_epoch = -(-n // batch)
@@ -253,7 +266,7 @@ def bench_recording(n_nets: int, n: int, batch: int, epochs: int, n_probe: int,
 
     def record(background: bool) -> tuple[float, float]:
         path = tmp / "rec.h5"
-        rec = Recorder(path, probe_x, probe_y, n_classes=SIZES[-1], mode="overwrite")
+        rec = Recorder(path, probe_x.cpu().numpy(), probe_y, n_classes=SIZES[-1], mode="overwrite")
         write_time = [0.0]
         runs = [_TimedRun(rec.start_run(f"r{k}", seed=k), write_time, thread_clock)
                 for k in range(n_nets)]
@@ -339,12 +352,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="wall time, or this process's CPU time (steadier when the machine is shared)")
     p.add_argument("--skip-recording", action="store_true", help="leave out the recording benchmark")
+    p.add_argument("--device", default="cpu",
+                   help="torch device of every variant: cpu, cuda, cuda:N (wall clock on a GPU)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    global CLOCK
+    global CLOCK, DEVICE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda":
+        if not torch.cuda.is_available():
+            p.error(f"--device {args.device}: torch sees no CUDA device here")
+        args.clock = "wall"  # a CPU clock does not see the GPU's work
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     peak = matmul_peak()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock; "
+    where = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "cpu"
+    print(f"torch {torch.__version__} on {where}, {torch.get_num_threads()} threads, {args.clock} clock; "
           f"float32 matmul peak (2048^2): {peak:.1f} GFLOP/s")
     bench_training(args.nets, args.n10, 10, args.repeats, peak, args.compile)
     bench_training(args.nets, args.n100, 100, args.repeats, peak, args.compile)

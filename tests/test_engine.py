@@ -226,10 +226,32 @@ def test_fast_engine_on_cuda_matches_cpu_float64():
     assert gpu.weights[0].device.type == "cuda"
     torch.testing.assert_close(out_gpu, out_cpu, rtol=1e-9, atol=1e-10)
     _assert_nets_close(gpu, cpu, rtol=1e-9, atol=1e-10)
-    cpu, hist_cpu = _pretrain([0, 1], torch.float64, "fast", tied=False)
-    gpu, hist_gpu = _pretrain([0, 1], torch.float64, "fast", tied=False, device="cuda")
-    np.testing.assert_allclose(hist_gpu, hist_cpu, rtol=1e-9)
-    _assert_nets_close(gpu, cpu, rtol=1e-9, atol=1e-10)
+    for tied in (True, False):  # SDAEStep, both decoders
+        cpu, hist_cpu = _pretrain([0, 1], torch.float64, "fast", tied=tied)
+        gpu, hist_gpu = _pretrain([0, 1], torch.float64, "fast", tied=tied, device="cuda")
+        np.testing.assert_allclose(hist_gpu, hist_cpu, rtol=1e-9)
+        _assert_nets_close(gpu, cpu, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_whole_record_on_cuda_matches_cpu_float64(tiny_dict, tmp_path):
+    """A whole experiment recorded on the GPU (fused fine-tuning and SDAE steps, RBM, histogram
+    init, evaluation, probe outputs, parameters) gives the CPU's numbers, in float64."""
+    tiny_dict["pretrain"]["methods"] = ["none", "sdae", "sdae+hist", "rbm"]
+    tiny_dict["record"] = {"params": "all"}
+    paths = {}
+    for device in ("cpu", "cuda"):
+        tiny_dict["engine"] = {"dtype": "float64", "device": device}
+        paths[device] = record_experiment(config_from_dict(tiny_dict), tmp_path / f"{device}.h5")
+    with ExperimentFile(paths["cuda"]) as gpu, ExperimentFile(paths["cpu"]) as cpu:
+        assert gpu.run_ids() == cpu.run_ids() and len(cpu.run_ids()) == 8
+        for rid in cpu.run_ids():
+            np.testing.assert_allclose(gpu.outputs(rid), cpu.outputs(rid), rtol=1e-6, atol=1e-7)
+            for name, values in cpu.metrics(rid).items():
+                np.testing.assert_allclose(gpu.metrics(rid)[name], values, rtol=1e-8, atol=1e-10)
+            for name, values in cpu.params(rid, "trajectory").items():
+                np.testing.assert_allclose(gpu.params(rid, "trajectory")[name], values,
+                                           rtol=1e-6, atol=1e-7)
 
 
 # --------------------------------------------------------------------------- background writes
