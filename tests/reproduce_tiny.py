@@ -27,7 +27,8 @@ def write_tiny_studies(directory: Path) -> Path:
     files = {
         "depth": _study("depth", '["F1", "F2", "F3", "F5"]',
                         ['depth1:set = { "model.depth" = 1 }', 'depth2:set = { "model.depth" = 2 }']),
-        "trajectories": _study("trajectories", '["F10"]', ['depth2:from = "depth/depth2"']),
+        "trajectories": _study("trajectories", '["F10a", "F10b", "F10c", "F10d"]',
+                               ['depth2:from = "depth/depth2"']),
         "size": _study("size", '["F4"]', ['n60:set = { "dataset.n_train" = 60, "model.depth" = 1 }',
                                           'n120:set = { "dataset.n_train" = 120, "model.depth" = 1 }']),
         "width": _study("width", '["F6"]', ['w4:set = { "model.width" = 4, "model.depth" = 1 }',

@@ -110,8 +110,8 @@ def write_plain_h5py(path: Path, runs: dict[str, tuple[str, int, np.ndarray]], *
 def apart_together_parting(t0: int, *, n_runs: int = 8, T: int = 12, N: int = 40, C: int = 3,
                            gap: float = 3.0, start: float = 1.0, floor: float = 0.15,
                            rate: float = 0.5, rate_b: float | None = None, seed: int = 0,
-                           same_distribution: bool = False,
-                           paired_seeds: bool = True) -> dict[str, tuple[str, int, np.ndarray]]:
+                           same_distribution: bool = False, paired_seeds: bool = True,
+                           names: tuple[str, str] = ("A", "B")) -> dict[str, tuple[str, int, np.ndarray]]:
     """Groups "A" and "B" of ``n_runs`` nets each. Logits of net i at checkpoint t:
 
         common path(t) + (+-) gap/2 x shift + a(t) x e_i + max(t - t0, 0) x rate x u_i
@@ -120,19 +120,19 @@ def apart_together_parting(t0: int, *, n_runs: int = 8, T: int = 12, N: int = 40
     each net's own random directions (``rate_b``: B's rate, default ``rate``): the groups are apart at every checkpoint, each group's
     nets move together until t0, then part for good. ``same_distribution``: no gap (both groups
     drawn alike: a null). Seeds: 0..n-1 in both groups (``paired_seeds``) or 0..n-1 and
-    1000..1000+n-1."""
+    1000..1000+n-1. ``names``: the two groups' names."""
     rng = np.random.default_rng(seed)
     path = rng.normal(size=(N, C)) + rng.normal(size=(T, N, C)).cumsum(axis=0) * 0.1
     shift = rng.normal(size=(N, C))
     t = np.arange(T, dtype=float)
     amp = np.where(t < t0, start + (floor - start) * t / t0, floor)[:, None, None]
     runs = {}
-    for g, sign in (("A", 0.5), ("B", -0.5)):
-        r = rate if g == "A" or rate_b is None else rate_b
+    for g, sign in ((names[0], 0.5), (names[1], -0.5)):
+        r = rate if g == names[0] or rate_b is None else rate_b
         away = (np.maximum(t - t0, 0.0) * r)[:, None, None]
         for i in range(n_runs):
             e, u = rng.normal(size=(N, C)), rng.normal(size=(N, C))
             z = path + (0.0 if same_distribution else sign * gap) * shift + amp * e + away * u
-            s = i if (paired_seeds or g == "A") else 1000 + i
+            s = i if (paired_seeds or g == names[0]) else 1000 + i
             runs[f"{g}-{i}"] = (g, s, softmax(z))
     return runs

@@ -50,3 +50,25 @@ def test_plain_statements():
     s = plain_statement(_res("F3", INCONCLUSIVE, 0.1, math.nan, math.nan, notes=["few runs"]), "quick")
     assert "no interval" in s and "few runs" in s
     assert format_value(_res("F4", INCONCLUSIVE, math.nan, math.nan, math.nan)) == "n/a"
+
+
+def test_findings_decided_by_a_test_show_their_p_value(tmp_path):
+    """F10a/F10b carry a p-value and a level instead of an interval; F10c a value in words."""
+    start = _res("F10a", REPRODUCED, 1.0, math.nan, math.nan, p_value=0.002, alpha=0.05)
+    stay = _res("F10b", INCONCLUSIVE, 0.65, math.nan, math.nan, p_value=0.076, alpha=0.05)
+    gone = _res("F10a", NOT_REPRODUCED, 0.15, math.nan, math.nan, p_value=0.63, alpha=0.05)
+    words = _res("F10c", INCONCLUSIVE, math.nan, math.nan, math.nan,
+                 value_text="none: 6 [4, 9]; sdae: none")
+    assert format_value(start) == "1 (p = 0.002)"
+    assert "reproduces" in plain_statement(start, "quick")
+    assert "between 0.05 and 0.5" in plain_statement(stay, "quick")
+    assert "no sign of separation" in plain_statement(gone, "quick")
+    assert format_value(words) == "none: 6 [4, 9]; sdae: none"
+    meta = ReportMeta(profile="quick", command="c", version="0")
+    md, _, js = write_report([start, stay, words], meta, tmp_path)
+    text = md.read_text()
+    assert "| F10a | claim F10a | stat F10a | 1 (p = 0.002) |" in text
+    assert "one-sided permutation test at level 0.05" in text
+    data = json.loads(js.read_text())["findings"]
+    assert data[0]["p_value"] == 0.002 and data[0]["alpha"] == 0.05 and data[0]["lo"] is None
+    assert data[2]["value_text"].startswith("none: 6")

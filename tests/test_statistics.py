@@ -11,7 +11,7 @@ import pytest
 
 from trajviz.errors import ConfigError
 from trajviz.reproduce.statistics import (MAX_NAN_FRACTION, bootstrap, bootstrap_interval,
-                                median_contrast, min_log_separation)
+                                median_contrast)
 
 
 def _mean_of(key: str):
@@ -55,12 +55,31 @@ def test_same_seed_same_numbers():
     assert bootstrap(stat, cells, n_boot=300, seed=7) == first.as_tuple()
 
 
+def _min_log_separation(a_key: str, b_key: str, start: int = 1):
+    """min over checkpoints t >= start of log(distance between the groups' centroids / their RMS
+    radius), on (runs, T, D) cells: a statistic of whole runs with a strong resampling bias (the
+    radius shrinks and the centroid distance grows when a resample repeats runs). F10 used it
+    before it was split into tests of separability."""
+
+    def stat(cells):
+        a, b = cells[a_key][:, start:], cells[b_key][:, start:]
+        if len(a) < 2 or len(b) < 2:
+            return math.nan
+        ca, cb = a.mean(axis=0), b.mean(axis=0)
+        between = np.sqrt(((ca - cb) ** 2).sum(axis=-1))
+        radius = np.sqrt((((a - ca) ** 2).sum(-1).mean(0) + ((b - cb) ** 2).sum(-1).mean(0)) / 2)
+        r = between / radius
+        return float(np.log(r).min()) if np.isfinite(r).all() and (r > 0).all() else math.nan
+
+    return stat
+
+
 def test_cells_of_any_shape_are_resampled_by_run():
     """(runs, T, D) trajectories: the statistic sees whole runs, not single numbers."""
     rng = np.random.default_rng(3)
     a = 0.1 * rng.standard_normal((10, 4, 6))
     b = 0.1 * rng.standard_normal((12, 4, 6)) + 3.0
-    ci = bootstrap_interval(min_log_separation("a", "b", start=0), {"a": a, "b": b}, n_boot=300)
+    ci = bootstrap_interval(_min_log_separation("a", "b", start=0), {"a": a, "b": b}, n_boot=300)
     assert ci.method in ("BCa", "percentile") and ci.lo > math.log(5)
 
 
@@ -164,7 +183,7 @@ def test_strong_resampling_bias_is_reported():
     beyond its spread; the point value lies below most resamples and the report says so."""
     rng = np.random.default_rng(8)
     cells = {"a": rng.standard_normal((10, 3, 30)), "b": rng.standard_normal((10, 3, 30))}
-    ci = bootstrap_interval(min_log_separation("a", "b"), cells, n_boot=500)
+    ci = bootstrap_interval(_min_log_separation("a", "b"), cells, n_boot=500)
     assert ci.point_quantile < 0.025
     assert "biased under resampling" in ci.reason and not ci.lo <= ci.value <= ci.hi
 

@@ -192,11 +192,36 @@ def landscape_scans(ax: Axes, alphas: np.ndarray, scans: Mapping[str, np.ndarray
     return ax
 
 
-def separation(ax: Axes, epochs: np.ndarray, ratio: np.ndarray) -> Axes:
-    """Separation of two groups' trajectories (centroid distance / RMS radius) over epochs."""
-    ax.plot(epochs, ratio, "o-", color="black", ms=3)
-    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+def separation(ax: Axes, epochs: np.ndarray, accuracy: np.ndarray, p_value: np.ndarray, *,
+               alpha: float = 0.05, k: int | None = None) -> Axes:
+    """Leave-one-out k-NN group accuracy of two groups over epochs; filled markers where the
+    permutation p-value is <= ``alpha``, open ones elsewhere; 0.5 (chance) dashed."""
+    ok = np.asarray(p_value) <= alpha
+    ax.plot(epochs, accuracy, "-", color="black", lw=0.8)
+    ax.plot(np.asarray(epochs)[ok], np.asarray(accuracy)[ok], "o", color="black", ms=3,
+            label=f"p <= {alpha:g}")
+    ax.plot(np.asarray(epochs)[~ok], np.asarray(accuracy)[~ok], "o", mfc="white", color="black",
+            ms=3, label=f"p > {alpha:g}")
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("centroid distance / radius")
+    ax.set_ylabel(f"{k}-NN group accuracy" if k else "k-NN group accuracy")
+    ax.legend(frameon=False, fontsize="small", loc="lower right")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def group_spreads(ax: Axes, epochs: np.ndarray, spreads: Mapping[str, np.ndarray],
+                  divergence: Mapping[str, float | None] | None = None) -> Axes:
+    """Each group's spread (mean pairwise RMS distance of its nets) over epochs, with a dotted
+    vertical line at its divergence epoch where it has one."""
+    for i, (g, s) in enumerate(spreads.items()):
+        ax.plot(epochs, s, "-", color=method_color(g, i), label=method_label(g))
+        t = (divergence or {}).get(g)
+        if t is not None:
+            ax.axvline(t, color=method_color(g, i), ls=":", lw=1.0)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("spread (RMS distance)")
+    ax.legend(frameon=False, fontsize="small")
     ax.grid(alpha=0.3)
     return ax

@@ -98,7 +98,7 @@ def reproduce(*, profile: str = "quick", only: str | Sequence[str] | None = None
 
     if figures:
         with clock("figures"):
-            figs = make_figures(FigureContext(results, seed=seed), ids, output / "figures")
+            figs = make_figures(FigureContext(results, seed=seed, n_boot=n_boot), ids, output / "figures")
     seconds["total"] = time.perf_counter() - clock.start
     cpu["total"] = time.process_time() - clock.cpu_start
     rows = [{"study": s.study, "setting": s.setting, "file": str(s.path.relative_to(output)),

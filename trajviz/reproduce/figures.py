@@ -32,6 +32,7 @@ class FigureContext:
     results: Mapping[str, Any]
     seed: int = 0
     cache: dict[str, Any] = field(default_factory=dict)
+    n_boot: int = 2000  # bootstrap resamples of F10's table (the findings' number: one table)
 
 
 @dataclass(frozen=True)
@@ -192,19 +193,20 @@ def fig_landscape(ctx: FigureContext) -> Any:
 
 
 def fig_spread(ctx: FigureContext) -> Any:
-    from trajviz.reproduce.findings import spread
     from trajviz.plots.studies import method_color, method_label
+    from trajviz.reproduce.statistics import total_variance
 
     r = ctx.results["depth"]
     order = _depth_order(r)
     fig = _new_figure(ONE_COLUMN, 2.4)
     ax = fig.add_subplot()
     for j, m in enumerate(("none", "sdae")):
-        ax.plot([_depth(r, s) for s in order], [spread(r.final_outputs(s, m)) for s in order],
+        ax.plot([_depth(r, s) for s in order],
+                [total_variance(r.final_outputs(s, m)) for s in order],
                 "o-", color=method_color(m, j), label=method_label(m))
     ax.set_yscale("log")
     ax.set_xlabel("hidden layers")
-    ax.set_ylabel("spread of final functions")
+    ax.set_ylabel("total variance of final functions")
     ax.set_xticks([_depth(r, s) for s in order])
     ax.legend(frameon=False)
     ax.grid(alpha=0.3)
@@ -251,16 +253,22 @@ def fig_trajectories_umap(ctx: FigureContext) -> Any:
 
 
 def fig_separation(ctx: FigureContext) -> Any:
-    from trajviz.reproduce.findings import separation_ratio
-    from trajviz.plots.studies import separation
+    """F10 in function space: k-NN group accuracy per epoch (with its permutation p-values) and
+    each group's spread with its divergence time, from the same table as the findings."""
+    from trajviz.plots.studies import group_spreads, separation
+    from trajviz.reproduce.trajectories import f10_table
 
-    r = ctx.results["trajectories"]
-    s = r.setting_ids()[0]
-    data, runs = r.trajectories(s, ("none", "sdae"))
-    is_none = np.array([x.method == "none" for x in runs])
-    fig = _new_figure(ONE_COLUMN, 2.2)
-    separation(fig.add_subplot(), runs[0].epochs[:data.shape[1]],
-               separation_ratio(data[is_none], data[~is_none]))
+    table = f10_table(ctx.results["trajectories"], ctx.seed, ctx.n_boot)
+    sep = table.separation
+    epochs = np.where(np.isfinite(table.epoch), table.epoch, table.checkpoint)
+    fig = _new_figure(ONE_COLUMN, 3.6)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    separation(top, epochs, sep.knn_accuracy, sep.p_value, k=sep.k)
+    top.set_xlabel("")
+    div = {g: (None if d.checkpoint is None else
+               float(epochs[int(np.flatnonzero(table.checkpoint == d.checkpoint)[0])]))
+           for g, d in table.divergence.items()}
+    group_spreads(bottom, epochs, table.spread, div)
     return fig
 
 
@@ -311,6 +319,8 @@ def interactive_landscape(ctx: FigureContext, path: Path) -> Path:
     return write_html(figures, path, title="landscape scans")
 
 
+#: F10's parts; the embeddings are shown with the first
+F10 = ("F10a", "F10b", "F10c", "F10d")
 FIGURES: list[FigureSpec] = [
     FigureSpec("depth_boxplots", "depth", ("F1", "F2"),
                "Test error vs depth, with and without pre-training (box: quartiles; whiskers: "
@@ -322,8 +332,8 @@ FIGURES: list[FigureSpec] = [
                "log test NLL against log train NLL after each epoch, one line per seed "
                "(dot: last epoch).", fig_nll_curves),
     FigureSpec("function_spread", "depth", ("F5",),
-               "Spread of the final functions (mean squared distance of probe outputs to the "
-               "group centroid) by depth.", fig_spread),
+               "Total variance of the final functions (mean squared distance of probe outputs "
+               "to the group centroid) by depth.", fig_spread),
     FigureSpec("size_errors", "size", ("F4",),
                "Test error vs training-set size (mean, 95% error bars over seeds).",
                fig_size_errors),
@@ -339,19 +349,21 @@ FIGURES: list[FigureSpec] = [
     FigureSpec("landscape_interactive", "landscape", ("F9",),
                "The same scans, interactive: hover a curve for its run and direction; click a "
                "legend entry to hide it.", interactive_landscape, "html"),
-    FigureSpec("trajectories_tsne", "trajectories", ("F10",),
+    FigureSpec("trajectories_tsne", "trajectories", F10,
                "t-SNE of all checkpoints of all nets (probe outputs); colour: training time "
                "(dark = start), circle: start, cross: end.", fig_trajectories_tsne),
-    FigureSpec("trajectories_isomap", "trajectories", ("F10",),
+    FigureSpec("trajectories_isomap", "trajectories", F10,
                "ISOMAP of the same checkpoints.", fig_trajectories_isomap),
-    FigureSpec("trajectories_umap", "trajectories", ("F10",),
+    FigureSpec("trajectories_umap", "trajectories", F10,
                "UMAP of the same checkpoints.", fig_trajectories_umap),
-    FigureSpec("group_separation", "trajectories", ("F10",),
-               "Distance between the groups' centroids over their RMS radius, per epoch "
-               "(above 1: apart).", fig_separation),
-    FigureSpec("trajectories_animation", "trajectories", ("F10",),
+    FigureSpec("group_separation", "trajectories", ("F10b", "F10a", "F10c", "F10d"),
+               "Top: leave-one-out k-NN group accuracy per epoch in function space (filled: "
+               "permutation p <= 0.05; dashed: chance). Bottom: each group's spread (mean RMS "
+               "distance between its nets' probe outputs), dotted at its divergence time.",
+               fig_separation),
+    FigureSpec("trajectories_animation", "trajectories", F10,
                "t-SNE trajectories over training (animated GIF).", animate_trajectories, "gif"),
-    FigureSpec("trajectories_interactive", "trajectories", ("F10",),
+    FigureSpec("trajectories_interactive", "trajectories", F10,
                "The t-SNE trajectories, interactive: hover a point for its run, epoch and errors; "
                "click a legend entry to hide a group; the slider moves through checkpoints.",
                interactive_trajectories, "html"),

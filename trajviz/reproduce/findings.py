@@ -32,9 +32,8 @@ from trajviz.errors import ConfigError
 from trajviz.reproduce.statistics import (INCONCLUSIVE, MAX_NAN_FRACTION, NOT_REPRODUCED, REPRODUCED,  # noqa: F401
                                 VERDICTS, Cells, bootstrap,
                                 bootstrap_interval, curves_on_grid, log_mean_ratio,
-                                log_sd_ratio, log_spread_ratio, mean_curve_gap, median_contrast,
-                                min_log_separation, same_cost_grid, separation_ratio, spread,
-                                verdict)
+                                log_sd_ratio, log_total_variance_ratio, mean_curve_gap, median_contrast,
+                                same_cost_grid, total_variance, verdict)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +56,9 @@ class FindingResult:
     reference: str = ""
     n_runs: int = 0
     interval: str = ""  # how [lo, hi] was computed: "BCa", "percentile" (BCa undefined), "" (none)
+    p_value: float = math.nan  # findings decided by a test (F10a, F10b): its p-value
+    alpha: float = math.nan  # ... and its level; NaN for findings decided by an interval
+    value_text: str = ""  # the value in words when it is not one number (F10c)
     details: list[dict[str, Any]] = field(default_factory=list)  # rows of a small table
     notes: list[str] = field(default_factory=list)
     available: bool = True
@@ -274,12 +276,15 @@ def _f5(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingRe
         a, b = r.final_outputs(s, NONE), r.final_outputs(s, SDAE)
         cells[f"none@{s}"], cells[f"sdae@{s}"] = a, b
         pairs.append((f"none@{s}", f"sdae@{s}"))
-        details.append({"hidden layers": depth[s], "none: spread": f"{spread(a):.3g}",
-                        "sdae: spread": f"{spread(b):.3g}"})
-    out = _result(f, cells, log_spread_ratio(pairs), seed, n_boot)
+        details.append({"hidden layers": depth[s],
+                        "none: total variance": f"{total_variance(a):.3g}",
+                        "sdae: total variance": f"{total_variance(b):.3g}"})
+    out = _result(f, cells, log_total_variance_ratio(pairs), seed, n_boot)
     out.details = details
-    out.notes.append("spread: mean squared distance of the nets' final probe outputs (all probe "
-                     "examples x classes, concatenated) to their group's centroid")
+    out.notes.append("total variance: mean squared Euclidean distance of the nets' final probe "
+                     "outputs (all probe examples x classes, concatenated) to their group's "
+                     "centroid (a squared distance; not the 'spread' of F10 and trajviz "
+                     "divergence, a mean pairwise RMS distance)")
     return out
 
 
@@ -364,50 +369,21 @@ def _f9(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingRe
     return out
 
 
-def _f10(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingResult:
-    r = res["trajectories"]
-    s = r.setting_ids()[0]
-    _need(r, s, (NONE, SDAE))
-    data, runs = r.trajectories(s, (NONE, SDAE))
-    is_none = np.array([x.method == NONE for x in runs])
-    cells = {"none": data[is_none], "sdae": data[~is_none]}
-    out = _result(f, cells, min_log_separation("none", "sdae"), seed, n_boot)
-    ratio = separation_ratio(cells["none"], cells["sdae"])
-    epochs = runs[0].epochs if runs else np.zeros(0)
-    out.details = [{"epoch": f"{epochs[t]:g}", "separation ratio": f"{ratio[t]:.2f}",
-                    "none: spread": f"{spread(cells['none'][:, t]):.3g}",
-                    "sdae: spread": f"{spread(cells['sdae'][:, t]):.3g}"}
-                   for t in range(len(ratio))]
-    if len(ratio):
-        end_n, end_p = spread(cells["none"][:, -1]), spread(cells["sdae"][:, -1])
-        out.notes.append(f"at the end, pre-trained nets' spread is {end_p / end_n:.2f}x that of "
-                         "random-init nets" if end_n > 0 else "random-init nets have zero spread")
-    out.notes.append("checkpoint 0 (before fine-tuning) is left out of the minimum")
-    out.notes += _divergence_notes(r.files[s], out.details, seed, n_boot)
-    return out
+def _f10(part: str) -> Callable[..., FindingResult]:
+    """F10's parts live in :mod:`trajviz.reproduce.trajectories` (imported when used)."""
 
+    def compute(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingResult:
+        from trajviz.reproduce import trajectories
 
-def _divergence_notes(path: Any, details: list[dict[str, Any]], seed: int, n_boot: int) -> list[str]:
-    """k-NN group accuracy per checkpoint (into ``details``) and each group's divergence time,
-    from :func:`trajviz.trajectories.divergence.divergence_table` (docs there)."""
-    from trajviz.trajectories.divergence import divergence_table
+        return getattr(trajectories, part)(f, res, seed, n_boot)
 
-    table = divergence_table([path], groups=[NONE, SDAE], n_boot=min(n_boot, 1000), seed=seed)
-    for row, acc in zip(details, table.knn_accuracy):
-        row["k-NN group accuracy"] = f"{acc:.2f}"
-    notes = []
-    for g, d in table.divergence.items():
-        if d.checkpoint is None:
-            notes.append(f"divergence time of {g}: none (the group's spread does not rise again)")
-        else:
-            ci = "" if d.ci_low is None else f", 95% CI checkpoints {d.ci_low:.3g}-{d.ci_high:.3g}"
-            ep = "" if d.epoch is None else f" (epoch {d.epoch:.3g})"
-            notes.append(f"divergence time of {g}: checkpoint {d.checkpoint}{ep}{ci} "
-                         "(trajviz.trajectories.divergence; the studies saw ~7 epochs)")
-    return notes
+    return compute
 
 
 PP = "percentage points"
+#: level of F10's tests (trajviz.trajectories.separation.ALPHA); F10c's rule uses shares of
+#: bootstrap resamples instead (docs/findings.md)
+ALPHA_F10 = 0.05
 FINDINGS: dict[str, Finding] = {f.id: f for f in [
     Finding("F1", "Without pre-training, test error rises with depth, faster than with pre-training.",
             "(median error without - with pre-training) at the deepest minus at the shallowest net",
@@ -424,7 +400,8 @@ FINDINGS: dict[str, Finding] = {f.id: f for f in [
             "pre-training benefit (median error without - with) at the smallest minus at the "
             "largest training set", PP, 0.2, ("size",), "no number given in [J]", _f4),
     Finding("F5", "Pre-training acts as a regularizer: final functions vary less.",
-            "mean over depths of log(spread of final probe outputs without / with pre-training)",
+            "mean over depths of log(total variance of final probe outputs without / with "
+            "pre-training)",
             "log ratio", math.log(1.1), ("depth",),
             "no number; pre-trained nets end in a smaller region in [J]'s embeddings", _f5),
     Finding("F6", "Pre-training helps wide layers and hurts small ones.",
@@ -442,22 +419,45 @@ FINDINGS: dict[str, Finding] = {f.id: f for f in [
             "quadratic fit of training NLL along stochastic-gradient directions",
             "log ratio", math.log(1.1), ("landscape",),
             "no number; [J]'s scans show it at 2-3 layers, not clearly at 1", _f9),
-    Finding("F10", "In function space, pre-trained and random-init trajectories stay in different "
-            "regions.", "min over epochs of log(distance between group centroids / RMS radius of "
-            "the groups), probe outputs", "log ratio", math.log(1.25), ("trajectories",),
-            "no number; disjoint regions in [J]'s t-SNE and ISOMAP figures", _f10),
+    Finding("F10a", "In function space, pre-trained and random-init nets start apart: separable "
+            "after pre-training, before fine-tuning.",
+            "leave-one-out k-NN group accuracy at checkpoint 0 (after pre-training, before "
+            "fine-tuning), one-sided permutation test over whole runs", "accuracy", ALPHA_F10,
+            ("trajectories",), "no number; distinct starting regions in [J]'s t-SNE figures",
+            _f10("start_apart")),
+    Finding("F10b", "... and stay apart: separable at every later checkpoint.",
+            "smallest leave-one-out k-NN group accuracy over the checkpoints after the first; p: "
+            "the largest per-checkpoint permutation p-value (intersection-union test)",
+            "accuracy", ALPHA_F10, ("trajectories",),
+            "no number; disjoint regions in [J]'s t-SNE and ISOMAP figures", _f10("stay_apart")),
+    Finding("F10c", "Trajectories of one kind first move together, then diverge.",
+            "each group's divergence time (checkpoint after which its spread rises for good), "
+            "with its 95% bootstrap interval over runs", "checkpoint", ALPHA_F10,
+            ("trajectories",), "no number; [J] sec. 6.3", _f10("diverge")),
+    Finding("F10d", "Pre-trained nets end in a smaller region of function space.",
+            "log(final spread of random-init / pre-trained nets); spread = mean RMS distance "
+            "between a group's nets' probe outputs", "log ratio", math.log(1.1),
+            ("trajectories",), "no number; a smaller final region in [J]'s figures",
+            _f10("end_region")),
 ]}
 
 
+#: ids that stand for several findings: F10 is checked in four parts
+GROUPS = {"F10": ("F10a", "F10b", "F10c", "F10d")}
+
+
 def parse_only(text: str | None) -> list[str]:
-    """``"F1,F10"`` -> ["F1", "F10"]; None or "" -> every finding. Unknown ids raise."""
+    """``"F1,F10"`` -> ["F1", "F10a", "F10b", "F10c", "F10d"] (F10 stands for its four parts);
+    None or "" -> every finding. Unknown ids raise."""
     if not text:
         return list(FINDINGS)
-    ids = [t.strip().upper() for t in text.split(",") if t.strip()]
+    ids = [t.strip().upper().replace("F10A", "F10a").replace("F10B", "F10b")
+           .replace("F10C", "F10c").replace("F10D", "F10d") for t in text.split(",") if t.strip()]
+    ids = [x for i in ids for x in GROUPS.get(i, (i,))]
     unknown = [i for i in ids if i not in FINDINGS]
     if unknown or not ids:
         raise ConfigError(f"--only {text!r}: unknown finding {unknown[0] if unknown else '(none)'}; "
-                          f"choose from {', '.join(FINDINGS)}")
+                          f"choose from {', '.join(FINDINGS)} (F10: all four parts)")
     return [i for i in FINDINGS if i in ids]
 
 

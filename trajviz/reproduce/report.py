@@ -25,7 +25,11 @@ VERDICT_RULE = (
     "[lo, hi] its bootstrap 95% interval (BCa) and delta the smallest effect of interest: "
     "**reproduced** if lo > 0 and hi >= delta; **not reproduced** if hi < delta (an effect of "
     "size delta is ruled out); **inconclusive** otherwise, or when the statistic cannot be "
-    "computed. See docs/findings.md.")
+    "computed. F10a and F10b are tests (permutation p-value p of a k-NN group accuracy): "
+    "**reproduced** if p <= 0.05, **not reproduced** if p > 0.5 (no sign of separation), "
+    "**inconclusive** otherwise. F10c: **reproduced** if each group's spread rises for good "
+    "after the first checkpoint in at least 95% of bootstrap resamples, **not reproduced** if "
+    "some group's does not at the point value nor in at least half of them. See docs/findings.md.")
 
 
 @dataclass
@@ -45,13 +49,32 @@ class ReportMeta:
     seed: int = 0
 
 
+def is_test(r: FindingResult) -> bool:
+    """Findings decided by a p-value (F10a, F10b) rather than an interval."""
+    return math.isfinite(r.alpha)
+
+
 def format_value(r: FindingResult) -> str:
-    """``+0.44 [+0.12, +0.80]`` (or ``n/a``)."""
+    """``+0.44 [+0.12, +0.80]``, ``0.95 (p = 0.002)``, a value in words, or ``n/a``."""
+    if r.value_text:
+        return r.value_text
     if not math.isfinite(r.value):
         return "n/a"
+    if is_test(r):
+        p = f"p = {r.p_value:.2g}" if math.isfinite(r.p_value) else "no test"
+        return f"{r.value:.3g} ({p})"
     ci = (f" [{r.lo:+.3g}, {r.hi:+.3g}]" if math.isfinite(r.lo) and math.isfinite(r.hi)
           else " [no interval]")
     return f"{r.value:+.3g}{ci}"
+
+
+def _criterion(r: FindingResult) -> str:
+    """How the verdict was reached, for the finding's section."""
+    if is_test(r):
+        return f"one-sided permutation test at level {r.alpha:g}; {r.n_runs} runs"
+    if r.value_text:
+        return f"{r.n_runs} runs"
+    return f"smallest effect of interest {r.delta:.3g}; {r.n_runs} runs"
 
 
 def plain_statement(r: FindingResult, profile: str) -> str:
@@ -59,16 +82,36 @@ def plain_statement(r: FindingResult, profile: str) -> str:
     scale = f"at the {profile} scale"
     if not r.available:
         return f"{r.id} was not evaluated {scale}: {'; '.join(r.notes)}."
+    value = f"{r.statistic} = {format_value(r)}" + ("" if is_test(r) or r.value_text
+                                                     else f" {r.unit}")
+    if is_test(r):
+        if r.verdict == REPRODUCED:
+            return f"{r.id} reproduces {scale}: {value}, at most {r.alpha:g}."
+        if r.verdict == NOT_REPRODUCED:
+            return (f"{r.id} does not reproduce {scale}: {value}; the accuracy is no higher than "
+                    "under half of the relabellings of the runs: no sign of separation.")
+        why = ("no test was possible or it cannot reach the level with these runs"
+               if not math.isfinite(r.p_value) or any("cannot reach" in n for n in r.notes)
+               else f"some separation, but p lies between {r.alpha:g} and 0.5")
+        return f"{r.id} is inconclusive {scale}: {value}; {why}."
+    if r.value_text:
+        if r.verdict == REPRODUCED:
+            return f"{r.id} reproduces {scale}: {value}."
+        if r.verdict == NOT_REPRODUCED:
+            return (f"{r.id} does not reproduce {scale}: {value}; at least one group's spread "
+                    "does not rise for good, in most bootstrap resamples too.")
+        return (f"{r.id} is inconclusive {scale}: {value}; the bootstrap resamples do not agree "
+                "on whether each group's spread rises for good.")
     if r.verdict == REPRODUCED:
-        return f"{r.id} reproduces {scale}: {r.statistic} = {format_value(r)} {r.unit}."
+        return f"{r.id} reproduces {scale}: {value}."
     if r.verdict == NOT_REPRODUCED:
-        return (f"{r.id} does not reproduce {scale}: {r.statistic} = {format_value(r)} {r.unit}; "
+        return (f"{r.id} does not reproduce {scale}: {value}; "
                 f"the interval rules out an effect of {r.delta:.3g} {r.unit} or more in the "
                 "studies' direction.")
     if not (math.isfinite(r.lo) and math.isfinite(r.hi)):
-        return (f"{r.id} is inconclusive {scale}: {r.statistic} = {format_value(r)} {r.unit}; no "
+        return (f"{r.id} is inconclusive {scale}: {value}; no "
                 f"interval could be computed ({'; '.join(r.notes) or 'too few runs'}).")
-    return (f"{r.id} is inconclusive {scale}: {r.statistic} = {format_value(r)} {r.unit}; the "
+    return (f"{r.id} is inconclusive {scale}: {value}; the "
             "interval includes both no effect and an effect of the smallest size of interest "
             f"({r.delta:.3g}); more seeds would be needed.")
 
@@ -87,7 +130,7 @@ def _md_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def findings_rows(results: Sequence[FindingResult]) -> list[dict[str, str]]:
     return [{"finding": r.id, "claim": r.claim, "statistic": r.statistic,
-             "value [95% CI]": format_value(r), "unit": r.unit, "studies' value": r.reference or "-",
+             "value [95% CI] or (p)": format_value(r), "unit": r.unit, "studies' value": r.reference or "-",
              "verdict": r.verdict} for r in results]
 
 
@@ -104,7 +147,7 @@ def render_markdown(results: Sequence[FindingResult], meta: ReportMeta, out_dir:
     for r in results:
         lines += [f"## {r.id}: {r.claim}", ""]
         lines += [f"- statistic: {r.statistic}", f"- value: {format_value(r)} {r.unit} "
-                  f"(smallest effect of interest {r.delta:.3g}; {r.n_runs} runs)",
+                  f"({_criterion(r)})",
                   f"- studies' value: {r.reference or '-'}", f"- verdict: **{r.verdict}**"]
         lines += [f"- {n}" for n in r.notes] + [""]
         # figures before the finding's table, which can run to dozens of rows
@@ -187,8 +230,7 @@ def render_html(results: Sequence[FindingResult], meta: ReportMeta) -> str:
     for r in results:
         parts.append(f"<h2>{e(r.id)}: {e(r.claim)}</h2><ul>")
         parts += [f"<li>statistic: {e(r.statistic)}</li>",
-                  f"<li>value: {e(format_value(r))} {e(r.unit)} (smallest effect of interest "
-                  f"{r.delta:.3g}; {r.n_runs} runs)</li>",
+                  f"<li>value: {e(format_value(r))} {e(r.unit)} ({e(_criterion(r))})</li>",
                   f"<li>studies' value: {e(r.reference or '-')}</li>",
                   f"<li>verdict: <b class='{_css(r.verdict)}'>{e(r.verdict)}</b></li>"]
         parts += [f"<li>{e(n)}</li>" for n in r.notes]

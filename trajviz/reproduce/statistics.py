@@ -299,21 +299,24 @@ def log_sd_ratio(pairs: Sequence[tuple[str, str]], resolution: float = 0.0) -> C
     return stat
 
 
-def spread(points: np.ndarray) -> float:
-    """Mean squared Euclidean distance of points (n, D) to their centroid (total variance)."""
+def total_variance(points: np.ndarray) -> float:
+    """Total variance of points (n, D): their mean squared Euclidean distance to their centroid
+    (F5). Not a "spread": trajviz calls spread the mean pairwise RMS distance of
+    :mod:`trajviz.trajectories.divergence`."""
     if len(points) < 2:
         return math.nan
     centred = points - points.mean(axis=0, keepdims=True)
     return float((centred * centred).sum(axis=1).mean())
 
 
-def log_spread_ratio(pairs: Sequence[tuple[str, str]]) -> Callable[[Cells], float]:
-    """Mean over (a, b) pairs of log(spread(a) / spread(b)); cells are (runs, D) points."""
+def log_total_variance_ratio(pairs: Sequence[tuple[str, str]]) -> Callable[[Cells], float]:
+    """Mean over (a, b) pairs of log(total_variance(a) / total_variance(b)); cells are (runs, D)
+    points."""
 
     def stat(cells: Cells) -> float:
         logs = []
         for a, b in pairs:
-            sa, sb = spread(cells[a]), spread(cells[b])
+            sa, sb = total_variance(cells[a]), total_variance(cells[b])
             if not (sa > 0 and sb > 0):
                 return math.nan
             logs.append(math.log(sa / sb))
@@ -406,34 +409,3 @@ class _quiet_nanmean:
 
     def __exit__(self, *exc):
         self._w.__exit__(*exc)
-
-
-def separation_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per checkpoint, distance between the two groups' centroids over the groups' RMS radius.
-
-    a, b: (runs, T, D) trajectories. Returns (T,): ||mean(a) - mean(b)|| /
-    sqrt((spread(a) + spread(b)) / 2). Above 1, the centroids are further apart than a typical
-    net is from its own group's centre.
-    """
-    ca, cb = a.mean(axis=0), b.mean(axis=0)
-    between = np.sqrt(((ca - cb) ** 2).sum(axis=-1))
-    ra = ((a - ca) ** 2).sum(axis=-1).mean(axis=0)
-    rb = ((b - cb) ** 2).sum(axis=-1).mean(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return between / np.sqrt((ra + rb) / 2)
-
-
-def min_log_separation(a_key: str, b_key: str, start: int = 1) -> Callable[[Cells], float]:
-    """min over checkpoints t >= start of log(separation_ratio): > 0 means the two groups'
-    trajectories stay apart at every checkpoint (F10)."""
-
-    def stat(cells: Cells) -> float:
-        a, b = cells[a_key], cells[b_key]
-        if len(a) < 2 or len(b) < 2:
-            return math.nan
-        r = separation_ratio(a[:, start:], b[:, start:])
-        if not np.isfinite(r).all() or (r <= 0).any():
-            return math.nan
-        return float(np.log(r).min())
-
-    return stat
