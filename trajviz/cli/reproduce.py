@@ -41,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="study sizes: tiny (seconds; checks an installation), quick (2 CPU cores), "
                         "medium (MNIST; a GPU or a 16-core machine) or full (the studies' sizes)")
     p.add_argument("--only", default=None, metavar="F1,F10",
-                   help="comma-separated findings to reproduce (default: all ten)")
+                   help="comma-separated findings to reproduce; F10 stands for its four parts "
+                        "F10a-F10d, which can also be named alone (default: all ten)")
     p.add_argument("-o", "--output", type=Path, default=None,
                    help="output directory (default: reproduce-<profile>)")
     p.add_argument("--studies", type=Path, default=None, metavar="DIR",

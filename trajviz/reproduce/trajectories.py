@@ -114,8 +114,15 @@ def diverge(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> Findi
     for g in (NONE, SDAE):
         d = table.divergence[g]
         share = d.p_no_divergence
+        sp = table.spread[g]
+        if np.isfinite(sp).all() and sp.size:
+            lo_t, hi_t = int(np.argmin(sp)), int(np.argmax(sp))
+            out.notes.append(
+                f"spread of {g}: {sp[0]:.3g} at checkpoint {int(table.checkpoint[0])}, smallest "
+                f"{sp[lo_t]:.3g} at {int(table.checkpoint[lo_t])}, largest {sp[hi_t]:.3g} at "
+                f"{int(table.checkpoint[hi_t])}, {sp[-1]:.3g} at the last ({int(table.checkpoint[-1])})")
         if d.checkpoint is None:
-            parts.append(f"{g}: none")
+            parts.append(f"{g}: no divergence")
         else:
             ci = ("" if d.ci_low is None else f" [{d.ci_low:.3g}, {d.ci_high:.3g}]")
             parts.append(f"{g}: {d.checkpoint}{ci}")
@@ -125,7 +132,7 @@ def diverge(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> Findi
         no.append(d.checkpoint is None and share >= DOES_NOT)
         rows.append({"group": g, "divergence time (checkpoint)": "-" if d.checkpoint is None
                      else d.checkpoint, "epoch": "-" if d.epoch is None else f"{d.epoch:.3g}",
-                     "95% interval (checkpoints)": "-" if d.ci_low is None
+                     "95% interval over diverging resamples": "-" if d.ci_low is None
                      else f"{d.ci_low:.3g} - {d.ci_high:.3g}",
                      "resamples without divergence": f"{share:.0%}", "runs": d.n_runs})
     out.value_text = "; ".join(parts)
