@@ -12,6 +12,7 @@ import pytest
 from synthetic_trajectories import apart_together_parting, write_plain_h5py
 
 from trajviz.cli import main
+from trajviz.trajectories.divergence import divergence_table
 from trajviz.trajectories.separation import (ALPHA, INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED,
                                              choose_k, end_spread_ratio, knn_correct,
                                              knn_neighbours, permutation_test_knn, seed_pairs,
@@ -191,3 +192,14 @@ def test_pairing_option_reaches_the_test(tmp_path):
     data = _run_cli(tmp_path, runs, "--pairing", "independent")
     assert data["attrs"]["separation"]["paired"] is False
     assert data["attrs"]["separation"]["n_relabellings"] == 70  # C(8, 4): exact
+
+
+def test_pairing_follows_the_files_config(tmp_path):
+    """pretrain.shared_init = false: independent nets even though the seeds pair; a trajviz
+    config without the key (recorded before it existed): paired."""
+    runs = apart_together_parting(3, n_runs=4, T=4)
+    for cfg, paired in (({"pretrain": {"shared_init": False}}, False),
+                        ({"pretrain": {"methods": ["A", "B"]}}, True)):
+        path = write_plain_h5py(tmp_path / f"{paired}.h5", runs, config=cfg)
+        table = divergence_table([path], n_boot=20, n_permutations=99)
+        assert table.separation.paired is paired

@@ -59,7 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pairing", choices=("auto", "seed", "independent"), default="auto",
                    help="seed: runs of one seed share initial weights across the two groups, so "
                         "labels are permuted within seed pairs; independent: across all runs; "
-                        "auto: seed when the seeds pair every run")
+                        "auto: as the files' configs say (pretrain.shared_init), else seed when "
+                        "the seeds pair every run")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and permutations")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     add_common(p)

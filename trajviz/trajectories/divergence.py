@@ -281,6 +281,20 @@ def distance_matrices(files: Sequence[ExperimentFile], runs: Sequence[Any], repr
     return dist, cdist
 
 
+def declared_pairing(configs: Sequence[Mapping[str, Any]]) -> bool | None:
+    """Whether runs of one seed share initial weights across methods, as the files' configs say
+    (``pretrain.shared_init``; a trajviz config from before the key existed: True, the runner's
+    design then): False if any file says False, True if all say True, None (unknown: decide from
+    the seeds) for files without a trajviz config."""
+    said = []
+    for cfg in configs:
+        pre = cfg.get("pretrain") if isinstance(cfg, Mapping) else None
+        said.append(None if not isinstance(pre, Mapping) else bool(pre.get("shared_init", True)))
+    if any(v is False for v in said):
+        return False
+    return True if said and all(v is True for v in said) else None
+
+
 def divergence_table(files: Sequence[str | Path], *, representation: str = "probs",
                      groups: Sequence[str] | None = None,
                      where: Iterable[str] | Mapping[str, Any] | None = None,
@@ -293,8 +307,9 @@ def divergence_table(files: Sequence[str | Path], *, representation: str = "prob
 
     With exactly two groups (``groups=[A, B]`` in that order, or the only two in the input), also
     the separation tests of :func:`trajviz.trajectories.separation.separation`: ``paired`` says
-    whether runs of one seed share initial weights across the groups (None: taken from the
-    runs' seeds, :func:`~trajviz.trajectories.separation.seed_pairs`); ``n_permutations`` caps the
+    whether runs of one seed share initial weights across the groups (None: as the files'
+    configs declare, :func:`declared_pairing`, else from the runs' seeds,
+    :func:`~trajviz.trajectories.separation.seed_pairs`); ``n_permutations`` caps the
     relabellings of the permutation test (exact when there are no more)."""
     if not 0 < tau < 1:
         raise ConfigError(f"tau {tau}: must lie strictly between 0 and 1")
@@ -310,6 +325,9 @@ def divergence_table(files: Sequence[str | Path], *, representation: str = "prob
         runs = select(exps, groups=groups, where=where, checkpoints=checkpoints)
         dist, cdist = distance_matrices(exps, runs, representation, progress=progress)
         sources = [str(e.path) for e in exps]
+        declared = declared_pairing([e.config for e in exps])
+    if paired is None:
+        paired = declared
     t_len = dist.shape[0]
     labels = np.array([r.group for r in runs])
     names = list(dict.fromkeys(labels.tolist()))
