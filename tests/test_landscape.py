@@ -497,3 +497,25 @@ def test_cli_refuses_files_of_other_models_in_one_line(experiment, tmp_path, cap
         assert rc == 1 and len(err.strip().splitlines()) == 1, (name, err)
         assert "scan_model" in err and ("trajviz record" in err or "MLP" in err), err
         assert not out.exists()
+
+
+def test_sweep_files_scan_each_run_with_its_own_architecture(tmp_path):
+    """A gathered sweep over model.width (tests/data/sweep-gathered-v1.h5): each run is
+    rebuilt from its own config, so both widths scan, and its width is stored with it."""
+    path = FROZEN.parent / "sweep-gathered-v1.h5"
+    res = scan_file(path, tmp_path / "s.h5", settings=ScanSettings(directions=("gaussian",), **QUICK))
+    with ExperimentFile(path) as f:
+        cfg = config_from_dict(f.config)
+    x, y = _train_tensors(cfg)
+    assert sorted(r.width for r in res.runs) == [3, 4]
+    for run in res.runs:
+        state = _final(path, run.run_id)
+        model = mlp_module(ParamLayout.from_state(state).sizes)
+        model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
+        assert model[0].out_features == run.width
+        with torch.no_grad():
+            direct = float(F.cross_entropy(model(x).double(), y))
+        assert run.loss_at_theta[0] == pytest.approx(direct, rel=1e-5)
+    with pytest.raises(ConfigError, match="another architecture"):
+        scan_file(path, tmp_path / "t.h5", settings=ScanSettings(
+            directions=("toward:width=4:none-seed0",), **QUICK))

@@ -116,39 +116,61 @@ def _run_params(ef: ExperimentFile, run_id: str, checkpoint: int) -> dict[str, n
     return {k: v[checkpoint] for k, v in traj.items()}
 
 
-def _check_project_file(path: Path, ef: ExperimentFile, selected: list[str],
-                        params: dict[str, dict[str, np.ndarray]]) -> tuple[Any, Any]:
-    """The experiment config and data of a file written by ``trajviz record``; anything else
-    (a file of :class:`~trajviz.record.Recorder`, another model, other data) is refused with
-    a one-line :class:`ConfigError` saying how to scan it, since the scan rebuilds the data and
-    the sigmoid MLP from the file's config."""
+def _check_project_file(path: Path, ef: ExperimentFile, runs: list[str],
+                        params: dict[str, dict[str, np.ndarray]]) -> tuple[Any, dict[str, Any], Any]:
+    """The root config, each run's config (its own, as a sweep stores it, else the root's)
+    and the data of a file written by ``trajviz record`` (or gathered by ``trajviz sweep``);
+    anything else (a file of :class:`~trajviz.record.Recorder`, another model, other data) is
+    refused with a one-line :class:`ConfigError` saying how to scan it, since the scan
+    rebuilds the data and the sigmoid MLPs from the configs."""
     how = ("; scan_file rebuilds the project's sigmoid MLP and data from the file's config, so "
            "scan such a model from Python with trajviz.landscape.scan_model(model, loss_fn, "
            "(x, y)) (docs/landscape.md)")
+
+    def parse(raw: dict[str, Any], where: str) -> Any:
+        try:
+            return config_from_dict(raw)
+        except ConfigError as exc:
+            raise ConfigError(f"{path} was not written by `trajviz record` ({where} is not an "
+                              f"experiment config: {exc}){how}") from None
+
     raw = ef.config
     if not {"dataset", "model"} <= set(raw):
         raise ConfigError(f"{path} was not written by `trajviz record` (its config has no dataset "
                           f"and model sections){how}")
-    try:
-        exp_cfg = config_from_dict(raw)
-    except ConfigError as exc:
-        raise ConfigError(f"{path} was not written by `trajviz record` (its config is not an "
-                          f"experiment config: {exc}){how}") from None
-    data = load_dataset(exp_cfg.dataset)
+    exp_cfg = parse(raw, "its config")
+    run_cfgs = {}
+    for rid in runs:
+        try:
+            own = json.loads(str(ef.run_attrs(rid).get("config", "") or "{}"))
+        except ValueError:
+            own = {}
+        has_own = isinstance(own, dict) and {"dataset", "model"} <= set(own)
+        run_cfgs[rid] = parse(own, f"run {rid!r}'s config") if has_own else exp_cfg
+    datasets = {json.dumps(dataclasses.asdict(c.dataset), sort_keys=True): rid
+                for rid, c in run_cfgs.items()}
+    if len(datasets) > 1:
+        raise ConfigError(f"{path}: runs {', '.join(repr(r) for r in datasets.values())} were "
+                          "trained on different data; scan the runs of one data set at a time "
+                          "(runs=...)")
+    data_cfg = run_cfgs[runs[0]] if runs else exp_cfg
+    data = load_dataset(data_cfg.dataset)
     probe_split = data.split(exp_cfg.probe.split)
     probe = probe_split.head(exp_cfg.probe.n) if 0 < exp_cfg.probe.n <= len(probe_split) else probe_split
     if probe_sha256(probe.x) != ef.probe_sha256:
         raise ConfigError(f"{path}: its probe set is not the one its config builds (another "
                           f"data set, or data changed since it was recorded){how}")
-    sizes = [data.n_inputs] + [exp_cfg.model.width] * exp_cfg.model.depth + [data.n_classes]
-    expected = {f"{2 * i}.{kind}": ((b, a) if kind == "weight" else (b,))
-                for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])) for kind in ("weight", "bias")}
-    for rid in selected + [r for r in params if r not in selected]:
+    for rid in runs:
+        model = run_cfgs[rid].model
+        sizes = [data.n_inputs] + [model.width] * model.depth + [data.n_classes]
+        expected = {f"{2 * i}.{kind}": ((b, a) if kind == "weight" else (b,))
+                    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))
+                    for kind in ("weight", "bias")}
         shapes = {k: tuple(np.shape(v)) for k, v in params[rid].items()}
         if shapes != expected:
             raise ConfigError(f"{path}: run {rid!r} does not hold the parameters of the MLP its "
                               f"config describes (sizes {sizes}){how}")
-    return exp_cfg, data
+    return exp_cfg, run_cfgs, data
 
 
 def scan_file(path: str | Path, output: str | Path, *, settings: ScanSettings = ScanSettings(),
@@ -200,7 +222,7 @@ def scan_file(path: str | Path, output: str | Path, *, settings: ScanSettings = 
                 if infos[target].status != COMPLETE:
                     raise ConfigError(f"toward:{target}: run {target!r} is {infos[target].status}")
                 params[target] = _run_params(ef, target, settings.checkpoint)
-        exp_cfg, data = _check_project_file(path, ef, selected, params)
+        exp_cfg, run_cfgs, data = _check_project_file(path, ef, list(params), params)
         trajectories = {}
         if any(k == "pca" for k, _ in kinds):
             for r in selected:
@@ -226,10 +248,17 @@ def scan_file(path: str | Path, output: str | Path, *, settings: ScanSettings = 
                          device=torch_device)
     yt = torch.as_tensor(train.y if train_idx is None else train.y[train_idx], dtype=torch.long,
                          device=torch_device)
-    layout = ParamLayout.from_state(params[selected[0]])
-    thetas = {r: layout.flatten(p) for r, p in params.items()}
-    subjects = [_mlp_subject(rid, infos[rid], exp_cfg, layout, thetas, trajectories, x, y, xt, yt)
-                for rid in selected]
+    # runs of a sweep may differ in depth and width: each has its own layout
+    layouts = {r: ParamLayout.from_state(p) for r, p in params.items()}
+    thetas = {r: layouts[r].flatten(p) for r, p in params.items()}
+    for kind, target in kinds:
+        other = [r for r in selected if kind == "toward" and layouts[r] != layouts[target]]
+        if other:
+            raise ConfigError(f"toward:{target}: run {other[0]!r} has another architecture than "
+                              f"{target!r} (sizes {layouts[other[0]].sizes} and "
+                              f"{layouts[target].sizes}); scan it without this direction")
+    subjects = [_mlp_subject(rid, infos[rid], run_cfgs[rid], layouts[rid], thetas, trajectories,
+                             x, y, xt, yt) for rid in selected]
 
     writer = LandscapeWriter(output, config_json=settings.to_json(), source=str(path), mode=mode)
     try:
@@ -262,7 +291,7 @@ class Subject:
     hessian: Callable[[ScanSettings, np.random.Generator], tuple[float, float, float]]
 
 
-def _mlp_subject(rid: str, info, exp_cfg, layout: ParamLayout, thetas: dict[str, np.ndarray],
+def _mlp_subject(rid: str, info, run_cfg, layout: ParamLayout, thetas: dict[str, np.ndarray],
                  trajectories: dict[str, np.ndarray], x: torch.Tensor, y: torch.Tensor,
                  xt: torch.Tensor, yt: torch.Tensor) -> Subject:
     """A run of a project file: PointEvaluator on the scanned split, directions and Hessian
@@ -304,7 +333,7 @@ def _mlp_subject(rid: str, info, exp_cfg, layout: ParamLayout, thetas: dict[str,
         return float(vals[0]), trace, sem
 
     return Subject(rid, layout.size, dict(group=info.group, pretrain=info.pretrain, seed=info.seed,
-                                          depth=exp_cfg.model.depth, width=exp_cfg.model.width),
+                                          depth=run_cfg.model.depth, width=run_cfg.model.width),
                    evaluate, directions, hessian)
 
 
