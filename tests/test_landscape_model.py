@@ -253,3 +253,26 @@ def test_a_model_on_cuda_is_scanned_there_to_the_cpu_numbers(tmp_path):
     np.testing.assert_allclose(gpu.runs[0].scans2d["filter"]["nll"], cpu.runs[0].scans2d["filter"]["nll"],
                                rtol=1e-4)
     assert gpu.runs[0].top_eigenvalue == pytest.approx(cpu.runs[0].top_eigenvalue, rel=1e-6)
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 3), nn.Linear(2, 3)
+
+    def forward(self, first, second):
+        return self.a(first) + self.b(second)
+
+
+def test_models_with_several_inputs_take_a_tuple_or_a_dict(tmp_path):
+    torch.manual_seed(0)  # test-only: the tiny model's initial weights
+    model = TwoInputs()
+    g = torch.Generator().manual_seed(1)
+    first, second, y = torch.randn(12, 4, generator=g), torch.randn(12, 2, generator=g), torch.arange(12) % 3
+    with torch.no_grad():
+        plain = float(nn.functional.cross_entropy(model(first, second), y))
+    settings = ScanSettings(directions=("gaussian",), n_directions=1, points=3, span=1.0, hessian=False)
+    for name, inputs in (("tuple", (first, second)), ("dict", {"first": first, "second": second})):
+        res = scan_model(model, nn.CrossEntropyLoss(), (inputs, y), tmp_path / f"{name}.h5",
+                         settings=settings, batch_size=5)
+        assert res.runs[0].loss_at_theta[0] == pytest.approx(plain, rel=1e-6), name

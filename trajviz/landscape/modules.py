@@ -125,8 +125,8 @@ def trajectory_matrix(trajectory: Any, layout: ModuleLayout) -> np.ndarray:
         if first is None:
             raise ConfigError(f"trajectory lacks parameter {layout.names[0]!r}")
         t = int(np.shape(first)[0])
-        return np.stack([layout.flatten({n: np.asarray(trajectory[n])[i] for n in layout.names
-                                         if n in trajectory}) for i in range(t)])
+        arrays = {n: np.asarray(trajectory[n]) for n in layout.names if n in trajectory}
+        return np.stack([layout.flatten({n: a[i] for n, a in arrays.items()}) for i in range(t)])
     if isinstance(trajectory, (np.ndarray, Tensor)):
         arr = np.asarray(trajectory.detach().cpu() if isinstance(trajectory, Tensor) else trajectory,
                          dtype=np.float64)
@@ -178,7 +178,7 @@ def _length(inputs: Any) -> int:
     raise ConfigError(f"cannot tell the number of examples of inputs of type {type(inputs).__name__}")
 
 
-def _index(inputs: Any, idx: Tensor) -> Any:
+def _index(inputs: Any, idx: Tensor | slice) -> Any:
     if isinstance(inputs, Tensor):
         return inputs[idx]
     if isinstance(inputs, (tuple, list)):
@@ -221,8 +221,8 @@ class Batches:
             return
         n = _length(self.inputs)
         for s in range(0, n, self.batch_size):
-            idx = torch.arange(s, min(n, s + self.batch_size))
-            yield _index(self.inputs, idx), _index(self.targets, idx)
+            part = slice(s, min(n, s + self.batch_size))  # views, not copies
+            yield _index(self.inputs, part), _index(self.targets, part)
 
     def __len__(self) -> int:
         if self.loader is not None:
