@@ -160,6 +160,7 @@ def test_planted_start_apart_stay_apart_and_parting(tmp_path):
         d = data["divergence_time"][g]
         assert d["checkpoint"] == t0 and d["ci_low"] <= t0 <= d["ci_high"]
     assert data["attrs"]["separation"]["paired"] is True  # same seeds in both groups
+    assert data["attrs"]["separation"]["twin_nearest"] == 0.0  # planted nets share no init
     assert data["attrs"]["k"] == 5
 
 

@@ -74,9 +74,10 @@ def start_apart(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> F
                 alpha=_alpha(), verdict=sep.start_apart.verdict, n_runs=_n_runs(table))
     out.notes = [_design(sep), f"checkpoint {int(sep.checkpoint[0])}: after pre-training, "
                  "before the first fine-tuning update"] + sep.notes
-    if sep.paired and sep.knn_accuracy[0] < 0.5:
-        out.notes.append("at checkpoint 0 most nets' nearest neighbours are their same-seed "
-                         "twins of the other group (shared initial weights and output layer)")
+    if sep.paired and np.isfinite(sep.twin_nearest):
+        out.notes.append(f"at checkpoint {int(sep.checkpoint[0])}, {sep.twin_nearest:.0%} of the "
+                         "nets' nearest neighbour is their same-seed twin of the other group "
+                         "(shared initial weights and example order)")
     return out
 
 

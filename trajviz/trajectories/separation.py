@@ -340,6 +340,9 @@ class Separation:
     exact: bool = False
     p_min: float = math.nan
     notes: list[str] = field(default_factory=list)
+    #: paired runs: share of nets whose nearest neighbour at the first checkpoint is their seed
+    #: partner in the other group (NaN when not paired)
+    twin_nearest: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         """The ``"separation"`` object of ``trajviz divergence``'s JSON (docs/project.md)."""
@@ -355,7 +358,8 @@ class Separation:
         """How the tests were run (for a table's attributes)."""
         return {"groups": list(self.groups), "k": self.k, "paired": self.paired,
                 "n_relabellings": self.n_relabellings, "exact": self.exact,
-                "p_min": _num(self.p_min), "alpha": ALPHA, "notes": list(self.notes)}
+                "p_min": _num(self.p_min), "alpha": ALPHA, "notes": list(self.notes),
+                "twin_nearest": _num(self.twin_nearest)}
 
     def format(self) -> str:
         a, b = self.groups
@@ -426,6 +430,12 @@ def separation(dist: np.ndarray, labels: Sequence[str], groups: Sequence[str], *
         notes.append(msg)
     nbrs = knn_neighbours(dist, k_used)
     acc = knn_correct(nbrs, in_b.astype(np.int8)).mean(axis=-1)
+    twin = math.nan
+    if pairs is not None:
+        partner = np.empty(in_b.size, dtype=np.int64)
+        for i, j in pairs:
+            partner[i], partner[j] = j, i
+        twin = float(np.mean(nbrs[0, :, 0] == partner))
     if min(sizes) < MIN_RUNS:
         msg = (f"no separation test: group {groups[int(sizes[1] < sizes[0])]} has "
                f"{min(sizes)} runs; the permutation tests need at least {MIN_RUNS} runs per group")
@@ -447,7 +457,7 @@ def separation(dist: np.ndarray, labels: Sequence[str], groups: Sequence[str], *
                      f"reach p <= {ALPHA} (smallest possible p = {perm.p_min:.3g}): more runs needed")
     return Separation(tuple(groups), checkpoint, acc, perm.p_value, perm.p_value_maxt, start, stay,
                       end, k_used, pairs is not None, perm.n_relabellings, perm.exact, perm.p_min,
-                      notes)
+                      notes, twin)
 
 
 def _num(v: Any) -> float | None:
