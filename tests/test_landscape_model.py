@@ -181,15 +181,19 @@ def test_dataloader_toward_and_pca(tmp_path):
     model, other = _model(0), _model(1)
     x, y = _data(24, 6)
     trajectory = [_model(s) for s in (2, 3, 4)] + [model]
-    kw = dict(settings=ScanSettings(directions=("gaussian", "toward:other", "pca"), n_directions=2,
+    kw = dict(settings=ScanSettings(directions=("gaussian", "sgd", "toward:other", "pca"), n_directions=2,
                                     points=5, span=1.0, hessian=False),
               toward={"other": other}, trajectory=trajectory)
     by_tensors = scan_model(model, nn.CrossEntropyLoss(), (x, y), tmp_path / "t.h5", **kw)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=5)
     by_loader = scan_model(model, nn.CrossEntropyLoss(), loader, tmp_path / "l.h5", **kw)
-    for kind in ("gaussian", "toward:other", "pca"):
+    for kind in ("gaussian", "sgd", "toward:other", "pca"):
         np.testing.assert_allclose(by_loader.runs[0].scans1d[kind]["nll"],
                                    by_tensors.runs[0].scans1d[kind]["nll"], rtol=1e-5)
+    with LandscapeFile(tmp_path / "t.h5") as ft, LandscapeFile(tmp_path / "l.h5") as fl:
+        # the loader's minibatches are its dataset's items, drawn as the tensors' are
+        np.testing.assert_allclose(fl.array("runs/model/directions/sgd"),
+                                   ft.array("runs/model/directions/sgd"), atol=1e-6)
     one = list(by_tensors.alphas).index(1.0)
     # alpha = 1 reaches the other model's parameters; buffers (batch-norm statistics) stay
     reached = {n: p.detach() for n, p in other.named_parameters()}
