@@ -108,6 +108,11 @@ def test_study_resolution_and_range():
     ({"settings": [{"id": "a", "set": {"model.depth": 1}}, {"id": "a", "set": {}}]}, "used twice"),
     ({"settings": [{"id": "a", "from": "nope"}]}, "STUDY/SETTING"),
     ({"profiles": {"full": {}}}, r"no \[profiles.quick\]"),
+    ({"select": {"seeds": [1], "grid": {"model.depth": [1, 2]}}}, "grid searches keys under train."),
+    ({"select": {"seeds": [1], "grid": {"train.lr": [-1.0]}}}, "train.lr = -1.0 .setting 'a'.*>= 0"),
+    ({"select": {"seeds": [], "grid": {"train.lr": [0.1]}}}, "select.seeds must be"),
+    ({"select": {"seeds": [1], "grid": {"train.lr": [0.1], "x": 1}}}, "select.grid 'x'|grid searches"),
+    ({"select": {"seeds": [1]}}, "select.grid must be a table"),
 ])
 def test_study_errors_name_the_problem(change, message):
     with pytest.raises(ConfigError, match=message):
@@ -217,3 +222,62 @@ def test_needed_studies_takes_only_reused_settings(tmp_path):
         ("depth", ["depth1"]), ("width", ["w4", "w8"])]
     with pytest.raises(ConfigError, match="no study 'nope'"):
         needed_studies(studies, ["nope"])
+
+
+# --------------------------------------------------------------------------- model selection
+
+
+def _select_studies(tmp_path: Path, grid: str, epochs: int = 2) -> Path:
+    studies = write_tiny_studies(tmp_path / "studies")
+    text = (studies / "depth.toml").read_text().replace(
+        "[profiles.quick]\n", "[profiles.quick]\nselect = { seeds = [1000], grid = { "
+        + grid + " } }\n").replace("epochs = 2\n", f"epochs = {epochs}\n", 1).replace(
+        "seeds = [0, 1, 2]", "seeds = [0, 1]")
+    (studies / "depth.toml").write_text(text)
+    return studies
+
+
+def test_model_selection_chooses_per_condition_and_trains_there(tmp_path, monkeypatch):
+    """Planted: a learning rate that blows every net up (1e30) against one that trains (2.0).
+    Each condition must lose the first as a grid point, train its seeds at the second, store
+    the scores, state the choice in the report, and not redo any of it on a rerun."""
+    studies = _select_studies(tmp_path, '"train.lr" = [1e30, 2.0]', epochs=30)
+    out = tmp_path / "out"
+    reproduce(profile="quick", only="F1", output=out, studies_dir=studies, n_boot=50, figures=False)
+    for setting in ("depth1", "depth2"):
+        summary = json.loads((out / "results" / "depth" / "select" / f"{setting}.json").read_text())
+        assert summary["seeds"] == [1000]
+        for method in ("none", "sdae"):
+            m = summary["methods"][method]
+            blown, good = m["points"]
+            assert blown["set"] == {"train.lr": 1e30} and good["set"] == {"train.lr": 2.0}
+            assert good["mean_valid_error"] < blown["mean_valid_error"]
+            assert m["chosen"] == {"train.lr": 2.0}
+            with ExperimentFile(out / "results" / blown["file"]) as f:  # stored, resumable
+                assert {r.status for r in f.runs()} <= {"complete", "diverged"}
+        with ExperimentFile(out / "results" / "depth" / f"{setting}.h5") as f:
+            for rid in f.run_ids():
+                assert json.loads(f.run_attrs(rid)["config"])["train"]["lr"] == 2.0
+                assert f.run_info(rid).seed in (0, 1)  # reported runs are not selection runs
+    report = (out / "report.md").read_text()
+    assert "## Model selection" in report and "| depth | depth2 | sdae | train.lr = 2.0 |" in report
+    found = json.loads((out / "findings.json").read_text())
+    assert {(r["setting"], r["method"]) for r in found["selection"]} == {
+        (s, m) for s in ("depth1", "depth2") for m in ("none", "sdae")}
+    # a rerun trains nothing: neither selection nor results
+    import trajviz.training.runner as runner
+
+    monkeypatch.setattr(runner, "record_experiment",
+                        lambda *a, **k: pytest.fail("a complete selection was redone"))
+    reproduce(profile="quick", only="F1", output=out, studies_dir=studies, n_boot=50, figures=False)
+
+
+def test_changed_selection_refuses_to_mix_runs(tmp_path):
+    studies = _select_studies(tmp_path, '"train.lr" = [0.5]')
+    out = tmp_path / "out"
+    reproduce(profile="quick", only="F1", output=out, studies_dir=studies, n_boot=50, figures=False)
+    text = (studies / "depth.toml").read_text().replace('"train.lr" = [0.5]', '"train.lr" = [0.25]')
+    (studies / "depth.toml").write_text(text)
+    with pytest.raises(ConfigError, match="train.lr = 0.5, but the study now gives 0.25"):
+        reproduce(profile="quick", only="F1", output=out, studies_dir=studies, n_boot=50,
+                  figures=False)

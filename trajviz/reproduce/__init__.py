@@ -2,7 +2,8 @@
 
 :func:`reproduce` reads the study files (packaged with trajviz, trajviz/presets/studies/*.toml, or
 a directory of edited copies; :mod:`.studies`), records whatever
-results are missing (:mod:`.run`; finished runs are not redone), runs the landscape scans F9
+results are missing (:mod:`.run`, after choosing each condition's hyper-parameters on
+validation error, :mod:`.selection`; finished runs are not redone), runs the landscape scans F9
 needs (:mod:`.landscape`), computes each finding's statistic, interval and verdict
 (:mod:`.findings`, with the bootstrap and verdict rule of :mod:`.statistics`; the studies'
 results read by :mod:`.results`), draws the figures (:mod:`.figures`) and writes the report
@@ -11,6 +12,7 @@ missing and estimates its time without training (:mod:`.plan`; finished runs and
 :mod:`.chunks`). Output layout under ``output``::
 
     results/<study>/<setting>.h5             one trajviz file per study setting
+    results/<study>/select/...               model selection runs and summaries (:mod:`.selection`)
     results/landscape/<setting>.landscape.h5 F9's scans
     results/timings.json                     wall and CPU seconds of each setting's recording
     figures/<name>.pdf, .png (.gif)          the figures
@@ -101,6 +103,7 @@ def reproduce(*, profile: str = "quick", only: str | Sequence[str] | None = None
             figs = make_figures(FigureContext(results, seed=seed, n_boot=n_boot), ids, output / "figures")
     seconds["total"] = time.perf_counter() - clock.start
     cpu["total"] = time.process_time() - clock.cpu_start
+    designs, chosen = design_rows(plan), selection_rows(plan, results_dir)
     rows = [{"study": s.study, "setting": s.setting, "file": str(s.path.relative_to(output)),
              "runs": s.n_runs, "status": s.status, "seconds": f"{s.seconds:.1f}",
              "CPU seconds": f"{s.cpu_seconds:.1f}"} for s in settings]
@@ -108,10 +111,68 @@ def reproduce(*, profile: str = "quick", only: str | Sequence[str] | None = None
                       version=__version__, seconds=seconds, cpu_seconds=cpu, settings=rows, figures=figs,
                       captions={f.name: f.caption for f in FIGURES},
                       figure_findings={f.name: f.findings for f in FIGURES},
-                      n_boot=n_boot, seed=seed)
+                      n_boot=n_boot, seed=seed, designs=designs, selection=chosen)
     report = write_report(findings, meta, output)
     return ReproduceResult(findings=findings, report=report, figures=figs, seconds=seconds,
                            settings=settings, cpu_seconds=cpu)
+
+
+def design_rows(studies: Sequence[Study]) -> list[dict[str, str]]:
+    """One row per study: whether its runs of one seed are paired across methods
+    (``pretrain.shared_init``) or independent, and how it chose its hyper-parameters."""
+    rows = []
+    for st in studies:
+        shared = {s.config.pretrain.shared_init for s in st.settings if s.config is not None}
+        if not shared:
+            design = "reuses other studies' runs"
+        elif shared == {False}:
+            design = "independent nets (pretrain.shared_init = false)"
+        elif shared == {True}:
+            design = ("paired: runs of one seed share initial weights and example order "
+                      "(pretrain.shared_init = true); intervals resample whole seeds")
+        else:
+            design = "mixed: some settings paired, some independent"
+        if st.select is None:
+            how = "as configured (no selection grid)"
+        else:
+            grid = "; ".join(f"{k} in {{{', '.join(map(repr, v))}}}" for k, v in st.select.grid)
+            how = (f"per condition, lowest mean validation error on seeds "
+                   f"{_seed_text(st.select.seeds)} over {grid}")
+        rows.append({"study": st.name, "design": design, "hyper-parameters": how})
+    return rows
+
+
+def _seed_text(seeds: Sequence[int]) -> str:
+    s = list(seeds)
+    if len(s) > 2 and s == list(range(s[0], s[0] + len(s))):
+        return f"{s[0]}..{s[-1]}"
+    return ", ".join(map(str, s))
+
+
+def selection_rows(studies: Sequence[Study], results_dir: Path) -> list[dict[str, str]]:
+    """The chosen grid point of every condition (setting x method) of the studies that select,
+    from their stored selection summaries."""
+    from trajviz.reproduce.selection import read_selection
+
+    rows = []
+    for st in studies:
+        for setting in st.settings:
+            if setting.source is not None:
+                continue
+            summary = read_selection(results_dir, st, setting)
+            if summary is None:
+                continue
+            for method, m in summary["methods"].items():
+                pts = m["points"]
+                rows.append({"study": st.name, "setting": setting.id, "method": method,
+                             "chosen": ", ".join(f"{k} = {v!r}" for k, v in m["chosen"].items())
+                             or "-",
+                             "valid error % (selection seeds)":
+                                 f"{100 * m['chosen_valid_error']:.2f}",
+                             "grid points": str(len(pts)),
+                             "worst point's valid error %":
+                                 f"{100 * max(p['mean_valid_error'] for p in pts):.2f}"})
+    return rows
 
 
 class _Clock:

@@ -47,6 +47,8 @@ class ReportMeta:
     figure_findings: Mapping[str, Sequence[str]] = field(default_factory=dict)
     n_boot: int = 2000
     seed: int = 0
+    designs: Sequence[Mapping[str, Any]] = field(default_factory=list)  # one row per study
+    selection: Sequence[Mapping[str, Any]] = field(default_factory=list)  # one row per condition
 
 
 def is_test(r: FindingResult) -> bool:
@@ -162,6 +164,10 @@ def render_markdown(results: Sequence[FindingResult], meta: ReportMeta, out_dir:
                         lines += [f"[{name} (interactive)]({rel.as_posix()}): "
                                   f"*{meta.captions.get(name, name)}*", ""]
         lines += _md_table(r.details) + ([""] if r.details else [])
+    if meta.designs:
+        lines += ["## Design", "", DESIGN_NOTE, ""] + _md_table(meta.designs) + [""]
+    if meta.selection:
+        lines += ["## Model selection", "", SELECTION_NOTE, ""] + _md_table(meta.selection) + [""]
     if meta.settings:
         lines += ["## Runs", ""] + _md_table(meta.settings) + [""]
     if meta.seconds:
@@ -169,6 +175,13 @@ def render_markdown(results: Sequence[FindingResult], meta: ReportMeta, out_dir:
     return "\n".join(lines)
 
 
+DESIGN_NOTE = ("How each study drew its nets: independent (every run its own initial weights and "
+               "example order, as in the studies) or paired across methods by seed; and how it "
+               "chose its hyper-parameters.")
+SELECTION_NOTE = ("Each condition (setting x pre-training method) tried every grid point on the "
+                  "selection seeds (not among the reported runs) and trains its reported runs at "
+                  "the point of lowest mean validation error (the lowest over each run's "
+                  "checkpoints); docs/reproduce.md.")
 TIME_NOTE = ("Wall seconds depend on what else the machine runs; CPU seconds (this process, all "
              "threads) measure the work. Settings already complete are not retrained; rows marked "
              "'(earlier)' give the time of their recording.")
@@ -248,6 +261,11 @@ def render_html(results: Sequence[FindingResult], meta: ReportMeta) -> str:
                     parts.append(f"<figure>{body}<figcaption>"
                                  f"{e(meta.captions.get(name, name))}</figcaption></figure>")
         parts.append(_html_table(r.details))
+    if meta.designs:
+        parts += ["<h2>Design</h2>", f"<p>{html.escape(DESIGN_NOTE)}</p>", _html_table(meta.designs)]
+    if meta.selection:
+        parts += ["<h2>Model selection</h2>", f"<p>{html.escape(SELECTION_NOTE)}</p>",
+                  _html_table(meta.selection)]
     if meta.settings:
         parts += ["<h2>Runs</h2>", _html_table(meta.settings)]
     if meta.seconds:
@@ -263,6 +281,7 @@ def write_report(results: Sequence[FindingResult], meta: ReportMeta, out_dir: st
     md, page, js = out_dir / "report.md", out_dir / "report.html", out_dir / "findings.json"
     md.write_text(render_markdown(results, meta, out_dir))
     page.write_text(render_html(results, meta))
-    js.write_text(json.dumps({"profile": meta.profile, "findings": [r.to_dict() for r in results]},
+    js.write_text(json.dumps({"profile": meta.profile, "findings": [r.to_dict() for r in results],
+                              "designs": list(meta.designs), "selection": list(meta.selection)},
                              indent=2))
     return [md, page, js]

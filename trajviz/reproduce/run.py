@@ -11,7 +11,9 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
+
+from trajviz.errors import ConfigError
 
 from trajviz.reproduce.studies import Setting, Study, result_path
 from trajviz.store import COMPLETE, DIVERGED, ExperimentFile
@@ -57,7 +59,11 @@ def is_complete(setting: Setting, results_dir: Path) -> bool:
 
 def run_missing(studies: Iterable[Study], results_dir: str | Path, *,
                 progress: bool = False) -> list[SettingRun]:
-    """Record every setting of ``studies`` whose file lacks some of its runs."""
+    """Record every setting of ``studies`` whose file lacks some of its runs.
+
+    A study with a selection plan (``[select]``, :mod:`.selection`) first selects each
+    condition's grid point (resumable, stored), then trains each method's seeds at its own
+    chosen point into the setting's file; the selection's time counts in the setting's."""
     from trajviz.training.runner import record_experiment  # torch: only when something may train
 
     results_dir = Path(results_dir)
@@ -71,6 +77,9 @@ def run_missing(studies: Iterable[Study], results_dir: str | Path, *,
                 continue
             assert setting.config is not None
             n_runs = len(expected_run_ids(setting))
+            t0, c0 = time.perf_counter(), time.process_time()
+            configs = method_configs(study, setting, results_dir, progress=progress)
+            _check_run_configs(path, configs)
             if is_complete(setting, results_dir):
                 log.info("%s/%s: all %d runs complete in %s", study.name, setting.id, n_runs, path)
                 t = timings.get(f"{study.name}/{setting.id}", {})
@@ -79,14 +88,57 @@ def run_missing(studies: Iterable[Study], results_dir: str | Path, *,
                                        float(t.get("cpu_seconds", 0.0))))
                 continue
             log.info("%s/%s: recording %d runs into %s", study.name, setting.id, n_runs, path)
-            t0, c0 = time.perf_counter(), time.process_time()
-            record_experiment(setting.config, path, mode="resume", progress=progress)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            for cfg in configs.values():
+                record_experiment(cfg, path, mode="resume", progress=progress,
+                                  file_config=setting.config)
             seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
             log.info("%s/%s: %.1f s (%.1f s CPU)", study.name, setting.id, seconds, cpu)
             done.append(SettingRun(study.name, setting.id, path, "recorded", seconds, n_runs, cpu))
             timings[f"{study.name}/{setting.id}"] = {"seconds": seconds, "cpu_seconds": cpu}
             _save_timings(results_dir, timings)
     return done
+
+
+def method_configs(study: Study, setting: Setting, results_dir: Path, *,
+                   progress: bool = False) -> dict[str, Any]:
+    """method -> the config its runs train with: the setting's own, or, when the study
+    selects, the setting's at the method's chosen grid point (running the selection first)."""
+    from trajviz.reproduce.selection import method_config, select_setting
+
+    assert setting.config is not None
+    methods = list(setting.config.pretrain.methods)
+    if study.select is None:
+        return {m: method_config(setting.config, m, {}) for m in methods}
+    choices = select_setting(study, setting, results_dir, progress=progress)
+    return {m: method_config(setting.config, m, choices[m].point) for m in methods}
+
+
+def _check_run_configs(path: Path, configs: Mapping[str, Any]) -> None:
+    """Refuse to mix: a finished run of the file trained at another point than the one now
+    chosen (e.g. the grid changed) would be silently kept by a resume."""
+    if not path.exists():
+        return
+    with ExperimentFile(path) as f:
+        for info in f.runs():
+            cfg = configs.get(info.group)
+            if cfg is None or info.status not in (COMPLETE, DIVERGED):
+                continue
+            try:
+                old = json.loads(f.run_attrs(info.run_id).get("config", "{}"))
+            except ValueError:
+                old = {}
+            new = json.loads(cfg.to_json())
+            for section in ("train", "pretrain"):
+                a, b = old.get(section, {}), new.get(section, {})
+                diff = sorted(k for k in set(a) | set(b) if k != "methods" and a.get(k) != b.get(k))
+                if diff and old:
+                    k = diff[0]
+                    raise ConfigError(
+                        f"{path}: run {info.run_id} was trained with {section}.{k} = "
+                        f"{a.get(k)!r}, but the study now gives {b.get(k)!r} (its selection or "
+                        "config changed); write to another output directory, or delete the file "
+                        "to retrain it")
 
 
 TIMINGS = "timings.json"

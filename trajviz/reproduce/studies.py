@@ -51,9 +51,36 @@ from trajviz.errors import ConfigError
 #: numbers mean nothing), ``quick`` fits 2 CPU cores (digits), ``medium`` is MNIST at about an
 #: hour of a workstation GPU, ``full`` is the studies' own sizes
 PROFILES = ("tiny", "quick", "medium", "full")
-STUDY_KEYS = {"study", "findings", "description", "base", "settings", "profiles", "scan"}
+STUDY_KEYS = {"study", "findings", "description", "base", "settings", "profiles", "scan", "select"}
 SETTING_KEYS = {"id", "set", "from", "label"}
-PROFILE_KEYS = {"set", "settings", "scan"}
+PROFILE_KEYS = {"set", "settings", "scan", "select"}
+SELECT_KEYS = {"seeds", "grid"}
+#: config keys a selection grid may search: fine-tuning and pre-training hyper-parameters
+GRID_PREFIXES = ("train.", "pretrain.")
+GRID_FIXED = ("pretrain.methods", "pretrain.shared_init")
+
+
+@dataclass(frozen=True)
+class SelectionPlan:
+    """Model selection of a study (Erhan et al.'s protocol): every condition (setting x
+    pre-training method) tries each point of ``grid`` on ``seeds``, keeps the point of lowest mean
+    validation error, and trains its full set of seeds there (:mod:`.selection`).
+
+    ``grid``: (dotted config key, values) pairs in file order; the points are their product.
+    Keys under ``pretrain.`` do not vary for the method ``none``, which has no pre-training.
+    """
+
+    seeds: tuple[int, ...]
+    grid: tuple[tuple[str, tuple[Any, ...]], ...]
+
+    def points(self, method: str) -> list[dict[str, Any]]:
+        """The grid points a condition of ``method`` tries, in grid order."""
+        import itertools
+
+        pre = not method.startswith("none")
+        keys = [(k, v) for k, v in self.grid if pre or not k.startswith("pretrain.")]
+        return [dict(zip([k for k, _ in keys], combo))
+                for combo in itertools.product(*[v for _, v in keys])]
 
 
 @dataclass(frozen=True)
@@ -87,6 +114,7 @@ class Study:
     settings: tuple[Setting, ...]
     path: Path
     scan: dict[str, Any] = field(default_factory=dict)  # landscape scan settings (F9 study)
+    select: SelectionPlan | None = None  # model selection; None: every setting as configured
 
     def setting(self, setting_id: str) -> Setting:
         for s in self.settings:
@@ -179,9 +207,59 @@ def parse_study(data: Mapping[str, Any], profile: str, path: Path) -> Study:
         raise ConfigError(f"{where}: 'findings' must be a list of ids such as \"F1\"")
     scan = dict(data.get("scan", {}))
     scan.update(prof.get("scan", {}))
+    select = _parse_select(data.get("select"), prof.get("select"), settings,
+                           f"{where} ({profile} profile)")
     return Study(name=name, profile=profile, findings=tuple(findings),
                  description=str(data.get("description", "")), settings=tuple(settings),
-                 path=path, scan=scan)
+                 path=path, scan=scan, select=select)
+
+
+def _parse_select(study_table: Any, profile_table: Any, settings: list[Setting],
+                  where: str) -> SelectionPlan | None:
+    """The ``[select]`` table (a profile's ``select`` replaces its keys), validated against
+    every setting's config: each grid value must make a valid config."""
+    table: dict[str, Any] = {}
+    for t, name in ((study_table, "[select]"), (profile_table, "profile 'select'")):
+        if t is None:
+            continue
+        if not isinstance(t, Mapping):
+            raise ConfigError(f"{where}: {name} must be a table with 'seeds' and 'grid'")
+        _check_keys(t, SELECT_KEYS, f"{where} {name}")
+        table.update(t)
+    if not table:
+        return None
+    seeds = _expand(table.get("seeds"), f"{where} select.seeds")
+    if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
+            or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds)):
+        raise ConfigError(f"{where}: select.seeds must be a non-empty list of distinct seeds "
+                          f">= 0 (or {{ range = [a, b] }}), got {table.get('seeds')!r}")
+    grid = table.get("grid")
+    if not isinstance(grid, Mapping) or not grid:
+        raise ConfigError(f"{where}: select.grid must be a table of dotted keys and value lists, "
+                          'e.g. { "train.lr" = [0.1, 0.02], "train.l2" = [0.0, 1e-4] }')
+    pairs = []
+    for key, values in grid.items():
+        if not key.startswith(GRID_PREFIXES) or key in GRID_FIXED:
+            raise ConfigError(f"{where}: select.grid key {key!r}: a grid searches keys under "
+                              f"{' or '.join(GRID_PREFIXES)} (not {', '.join(GRID_FIXED)})")
+        if not isinstance(values, list) or not values or len(set(map(repr, values))) != len(values):
+            raise ConfigError(f"{where}: select.grid {key!r} must be a non-empty list of distinct "
+                              f"values, got {values!r}")
+        pairs.append((key, tuple(values)))
+    for s in settings:
+        if s.config is None:
+            continue
+        base = s.config.to_dict()
+        for key, values in pairs:
+            for v in values:
+                data = copy.deepcopy(base)
+                set_dotted(data, key, v, where=f"{where} select.grid")
+                try:
+                    config_from_dict(data)
+                except ConfigError as exc:
+                    raise ConfigError(f"{where}: select.grid {key} = {v!r} (setting {s.id!r}): "
+                                      f"{exc}") from None
+    return SelectionPlan(seeds=tuple(seeds), grid=tuple(pairs))
 
 
 def load_study(path: str | Path, profile: str) -> Study:

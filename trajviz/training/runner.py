@@ -257,11 +257,14 @@ def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
 
 
 def record_experiment(cfg: ExperimentConfig, output: str | Path, *, mode: str = "create",
-                      progress: bool = False) -> Path:
+                      progress: bool = False, file_config: ExperimentConfig | None = None) -> Path:
     """Train every run of ``cfg`` and record it into ``output`` (docs/format.md).
 
     ``mode``: ``"create"``, ``"resume"`` (complete runs are kept, unfinished ones redone) or
-    ``"overwrite"``. Returns the output path.
+    ``"overwrite"``. ``file_config``: the config stored at the file's root, when it is not
+    ``cfg`` (``trajviz reproduce`` records each method of a setting at its own selected
+    hyper-parameters into one file: the root holds the setting's config, each run its own,
+    as always). Returns the output path.
     """
     device = resolve_device(cfg.engine.device)
     dtype = torch.float64 if cfg.engine.dtype == "float64" else torch.float32
@@ -272,7 +275,7 @@ def record_experiment(cfg: ExperimentConfig, output: str | Path, *, mode: str = 
                           f"{cfg.probe.split} split; lower probe.n or raise dataset.n_{cfg.probe.split}")
     probe = probe_split.head(cfg.probe.n) if cfg.probe.n else probe_split
     recorder = Recorder(output, probe.x, probe.y, n_classes=data.n_classes, name=cfg.name,
-                        config=cfg.to_json(), mode=mode)
+                        config=(file_config or cfg).to_json(), mode=mode)
     try:
         done = recorder.completed_runs()
         pending = [(m, s) for m, s in planned_runs(cfg) if run_id(m, s) not in done]
@@ -362,7 +365,8 @@ def _train_batch(cfg: ExperimentConfig, method: str, seeds: list[int], sizes: li
         attrs = method_attrs(method, cfg.model.depth)
         runs: list[RunRecorder | None] = [
             None if rid in done else
-            recorder.start_run(rid, seed=s, pretrain=method.split("+")[0], group=method, **attrs)
+            recorder.start_run(rid, seed=s, pretrain=method.split("+")[0], group=method,
+                               config=cfg.to_json(), **attrs)
             for rid, s in zip(ids, seeds)]
         apply_method(net, method, tensors["train"][0], cfg.pretrain, [st.pretrain for st in streams],
                      progress=progress, backend=cfg.engine.backend)
