@@ -192,7 +192,7 @@ def fig_landscape(ctx: FigureContext) -> Any:
     return fig
 
 
-def fig_spread(ctx: FigureContext) -> Any:
+def fig_total_variance(ctx: FigureContext) -> Any:
     from trajviz.plots.studies import method_color, method_label
     from trajviz.reproduce.statistics import total_variance
 
@@ -331,9 +331,9 @@ FIGURES: list[FigureSpec] = [
     FigureSpec("nll_curves", "depth", ("F3",),
                "log test NLL against log train NLL after each epoch, one line per seed "
                "(dot: last epoch).", fig_nll_curves),
-    FigureSpec("function_spread", "depth", ("F5",),
+    FigureSpec("function_variance", "depth", ("F5",),
                "Total variance of the final functions (mean squared distance of probe outputs "
-               "to the group centroid) by depth.", fig_spread),
+               "to the group centroid) by depth.", fig_total_variance),
     FigureSpec("size_errors", "size", ("F4",),
                "Test error vs training-set size (mean, 95% error bars over seeds).",
                fig_size_errors),
