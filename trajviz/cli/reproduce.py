@@ -29,6 +29,8 @@ examples:
   trajviz reproduce --profile tiny --only F5 -o out/   # check the installation (seconds)
   trajviz reproduce --profile full -o full/  # the studies' sizes (needs MNIST: trajviz data fetch mnist)
   trajviz reproduce --profile full --plan            # what is left to train, and how long; trains nothing
+  trajviz reproduce --profile medium --ray local     # the missing runs as Ray tasks on this machine
+  trajviz reproduce --profile full --ray auto        # ... or on a running Ray cluster (docs/reproduce.md)
   trajviz reproduce --copy-studies my-studies/       # copy the study files to edit
   trajviz reproduce --studies my-studies/ -o mine/   # ... and run the edited ones
 """
@@ -61,6 +63,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "layer-epochs still missing from the output directory, and an estimate of the "
                         "time from a few seconds of calibration (CPU, and CUDA when present); trains "
                         "nothing")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="record the missing runs as Ray tasks, one per seed chunk: 'local' starts a "
+                        "private instance, 'auto' or HOST:PORT joins a cluster (GPUs used when "
+                        "present); interrupted, a rerun skips finished chunks; needs "
+                        "pip install 'trajviz[ray]'")
+    p.add_argument("--workers", type=int, default=None,
+                   help="with --ray local, the CPUs of the Ray instance (default: all)")
+    p.add_argument("--chunk", type=int, default=None, metavar="SEEDS",
+                   help="with --ray, seeds per task, rounded up to whole batches of "
+                        "engine.nets_per_batch (default: one batch)")
+    p.add_argument("--retries", type=int, default=2,
+                   help="with --ray, extra attempts of a failed chunk before it is reported")
     add_common(p)
     p.set_defaults(func=run)
 
@@ -80,6 +94,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seed {args.seed}: must be >= 0")
     if args.threads < 0:
         raise ConfigError(f"--threads {args.threads}: must be >= 0 (0 = as many as torch picks)")
+    for flag, value, low in (("--workers", args.workers, 1), ("--chunk", args.chunk, 1),
+                             ("--retries", args.retries, 0)):
+        if value is not None and value < low:
+            raise ConfigError(f"{flag} {value}: must be >= {low}")
+    if args.ray is None and (args.workers is not None or args.chunk is not None):
+        raise ConfigError("--workers and --chunk apply to --ray; add --ray local (or a cluster "
+                          "address) or drop them")
     if args.threads:
         import torch
 
@@ -96,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
     command = "trajviz reproduce " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["reproduce"] else ""
     res = reproduce(profile=args.profile, only=args.only, output=output, studies_dir=args.studies,
                     seed=args.seed, n_boot=args.n_boot, figures=not args.no_figures,
-                    progress=not args.quiet, command=command.strip())
+                    progress=not args.quiet, command=command.strip(), ray=args.ray,
+                    workers=args.workers, chunk=args.chunk, retries=args.retries)
     if not args.quiet:
         from trajviz.reproduce.report import format_value
 

@@ -15,6 +15,7 @@ missing and estimates its time without training (:mod:`.plan`; finished runs and
     results/<study>/select/...               model selection runs and summaries (:mod:`.selection`)
     results/landscape/<setting>.landscape.h5 F9's scans
     results/timings.json                     wall and CPU seconds of each setting's recording
+    results/shards/<chunk>.h5                ``ray=...`` only: chunks not yet gathered (:mod:`.distributed`)
     figures/<name>.pdf, .png (.gif)          the figures
     report.md, report.html, findings.json    the report
 """
@@ -54,12 +55,16 @@ class ReproduceResult:
 def reproduce(*, profile: str = "quick", only: str | Sequence[str] | None = None,
               output: str | Path = "reproduce-quick", studies_dir: str | Path | None = DEFAULT_STUDIES,
               seed: int = 0, n_boot: int = 2000, figures: bool = True, progress: bool = False,
-              command: str = "") -> ReproduceResult:
+              command: str = "", ray: str | None = None, workers: int | None = None,
+              chunk: int | None = None, retries: int = 2, task=None) -> ReproduceResult:
     """Record missing results, then compute findings, figures and the report.
 
     ``only``: finding ids (``"F1,F10"`` or a list); default all. ``studies_dir``: a directory
     of study files; ``None``, the ones packaged with trajviz. ``seed`` seeds the bootstrap
-    and the embeddings. Returns a :class:`ReproduceResult`.
+    and the embeddings. ``ray``: record the missing runs as Ray tasks in seed chunks
+    (``"local"``, ``"auto"`` or ``"HOST:PORT"``; :mod:`.distributed`) with ``workers`` CPUs
+    (``"local"`` only), ``chunk`` seeds per task and ``retries``; ``task`` replaces a chunk's
+    task (tests). Returns a :class:`ReproduceResult`.
     """
     from trajviz import __version__
     from trajviz.reproduce.findings import FINDINGS, evaluate_finding, parse_only
@@ -73,7 +78,8 @@ def reproduce(*, profile: str = "quick", only: str | Sequence[str] | None = None
     studies = load_studies(studies_dir, profile)  # validates every config before training
     wanted = [s for i in ids for s in FINDINGS[i].studies]
     plan = needed_studies(studies, dict.fromkeys(wanted))
-    check_data(plan)  # missing MNIST files: one line now, not a traceback after an hour
+    if ray in (None, "local"):  # a cluster's workers read their own data
+        check_data(plan)  # missing MNIST files: one line now, not a traceback after an hour
     if "landscape" in [s.name for s in plan]:
         from trajviz.reproduce.landscape import scan_settings
 
@@ -82,7 +88,19 @@ def reproduce(*, profile: str = "quick", only: str | Sequence[str] | None = None
     cpu: dict[str, float] = {}
     clock = _Clock(seconds, cpu)
     with clock("training"):
-        settings = run_missing(plan, results_dir, progress=progress)
+        if ray:
+            from trajviz.reproduce.distributed import record_chunk, run_missing_ray
+
+            settings, _ = run_missing_ray(plan, results_dir, ray, workers=workers, retries=retries,
+                                          chunk=chunk, progress=progress, task=task or record_chunk)
+        else:
+            from trajviz.reproduce.distributed import merge_shards
+
+            for study in plan:  # chunks an interrupted --ray run left: keep their runs
+                for setting in study.settings:
+                    if setting.source is None:
+                        merge_shards(setting, results_dir)
+            settings = run_missing(plan, results_dir, progress=progress)
     for s in settings:
         if s.status in ("recorded", "complete") and s.seconds:
             key = f"training {s.study}/{s.setting}" + (" (earlier)" if s.status == "complete" else "")

@@ -7,7 +7,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Collection, Iterable, Iterator, Mapping
 
 import h5py
 
@@ -23,13 +23,18 @@ class ShardSource:
     """One trajviz file to :func:`gather`, and how its runs are renamed on the way.
 
     A run ``r`` becomes ``run_prefix + r``; its ``group`` attribute gets ``group_suffix``
-    appended; ``run_attrs`` are set on each of its runs.
+    appended; ``run_attrs`` are set on each of its runs. ``runs``: copy only these runs (their
+    ids in the source); None copies every run.
     """
 
     path: str | Path
     run_prefix: str = ""
     group_suffix: str = ""
     run_attrs: Mapping[str, Any] | None = None
+    runs: Collection[str] | None = None
+
+    def selected(self, run_ids: Iterable[str]) -> list[str]:
+        return [r for r in run_ids if self.runs is None or r in self.runs]
 
 
 @contextlib.contextmanager
@@ -87,7 +92,7 @@ def gather(sources: "list[ShardSource | str | Path]", output: str | Path, *, nam
                                   "with the same probe set can be gathered")
             elif n_classes != first[2]:
                 raise FormatError(f"{path} has {n_classes} classes, {first[0]} has {first[2]}")
-            for rid in f.run_ids():
+            for rid in s.selected(f.run_ids()):
                 new = s.run_prefix + rid
                 if "/" in new:
                     raise FormatError(f"run id {new!r} (from {path}) must not contain '/'")
@@ -109,7 +114,7 @@ def gather(sources: "list[ShardSource | str | Path]", output: str | Path, *, nam
                                 src.copy(src[key], out, name=key)
                         out.create_group("runs")
                     shard_config = src.attrs.get("config", "{}")
-                    for rid in src["runs"]:
+                    for rid in s.selected(src["runs"]):
                         new = s.run_prefix + rid
                         src.copy(src["runs"][rid], out["runs"], name=new)
                         a = out["runs"][new].attrs

@@ -295,9 +295,12 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 
 
 def _run_ray(jobs: list[SweepJob], shards: Path, task: JobTask, address: str, workers: int | None,
-             retries: int, tracker: _Tracker) -> list[JobOutcome]:
+             retries: int, tracker: _Tracker, gpus: bool = False) -> list[JobOutcome]:
     """Run jobs as Ray tasks. Ray retries a task whose worker dies (``max_retries``) or that
-    raises (``retry_exceptions``); each returns its shard's bytes, written here atomically."""
+    raises (``retry_exceptions``); each returns its shard's bytes, written here atomically.
+
+    ``gpus``: when the cluster has GPUs, each task asks for one (Ray hides the GPUs from tasks
+    that ask for none), so ``engine.device = "auto"`` finds it."""
     ray = _import_ray()
     started = False
     if not ray.is_initialized():
@@ -321,7 +324,11 @@ def _run_ray(jobs: list[SweepJob], shards: Path, task: JobTask, address: str, wo
         log.info("using the Ray instance this process already started")
     outcomes: dict[str, JobOutcome] = {}
     try:
-        remote = ray.remote(num_cpus=1, max_retries=retries, retry_exceptions=True)(_ray_job)
+        num_gpus = 1 if gpus and ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        if num_gpus:
+            log.info("the cluster has %g GPUs: one per task", ray.cluster_resources()["GPU"])
+        remote = ray.remote(num_cpus=1, num_gpus=num_gpus, max_retries=retries,
+                            retry_exceptions=True)(_ray_job)
         refs = {remote.remote(task, job.config.to_json(), job.key): job for job in jobs}
         while refs:
             ready, _ = ray.wait(list(refs), num_returns=1)
