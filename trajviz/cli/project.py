@@ -15,7 +15,11 @@ DESCRIPTION = """\
 Embed every selected checkpoint of every selected run jointly in 2-D or 3-D (the function-space
 picture of Erhan et al. 2009/2010): each checkpoint is the net's outputs on the whole probe set,
 in a representation (probs, sqrt = Hellinger geometry, log), reduced by streaming PCA read
-checkpoint by checkpoint from HDF5, then embedded with t-SNE (openTSNE), ISOMAP, UMAP or PCA.
+checkpoint by checkpoint from HDF5, then embedded with t-SNE (openTSNE), ISOMAP, UMAP, PCA,
+aligned UMAP (one map per checkpoint, runs aligned between them) or PHATE (extra
+trajviz[phate]); or with InPCA (intensive PCA of the predicted distributions themselves:
+Bhattacharyya distances, double centring, the largest |eigenvalues| including negative ones;
+prints its explained stress).
 Files are embedded together only if they share a probe set; diverged runs are left out with a
 warning. Writes an embedding file (docs/format.md, "Embedding files") with quality figures
 (trustworthiness, k-NN preservation).
@@ -38,7 +42,8 @@ examples:
 def register(sub: argparse._SubParsersAction) -> None:
     from trajviz.trajectories.embedding import METHODS, REPRESENTATIONS
 
-    p = sub.add_parser("project", help="embed checkpoints of many runs jointly (t-SNE, ISOMAP, UMAP, PCA)",
+    p = sub.add_parser("project", help="embed checkpoints of many runs jointly (t-SNE, ISOMAP, UMAP, "
+                                       "PCA, InPCA, aligned UMAP, PHATE)",
                        description=DESCRIPTION, formatter_class=HelpFormatter)
     p.add_argument("files", nargs="+", type=Path, metavar="FILE", help="trajviz HDF5 file(s)")
     p.add_argument("-o", "--output", type=Path, required=True, help="embedding file to write (.h5)")
@@ -105,10 +110,12 @@ def run(args: argparse.Namespace) -> int:
         counts = ", ".join(f"{g} {len({r for r, gg in zip(emb.run, emb.group) if gg == g})}"
                            for g in emb.groups)
         added = f" ({int(emb.added.sum())} added)" if emb.added.any() else ""
+        stress = a.get("params", {}).get("explained_stress")
+        stress = "" if stress is None else f"; explained stress {stress:.3f}"
         print(f"{a['method']} embedding of {emb.coords.shape[0]} checkpoints{added}, runs per group: "
               f"{counts}; representation {a['representation']}, PCA {a['pca_dims']} dims keep "
               f"{100 * a['pca_explained_variance']:.2f}% of the variance; trustworthiness "
               f"{a['quality_trustworthiness']:.3f}, {a['quality_k']}-NN preservation "
-              f"{a['quality_knn_preservation']:.3f}")
+              f"{a['quality_knn_preservation']:.3f}{stress}")
         print(f"wrote {args.output}", file=sys.stderr)
     return 0

@@ -22,6 +22,16 @@ Methods and their parameters (defaults):
 - ``umap``: umap-learn (McInnes et al. 2018). ``n_neighbors`` 15, ``min_dist`` 0.1. Seeded,
   hence single-threaded. Extension: UMAP.transform after refitting on the stored features.
 - ``pca``: the first ``dims`` PCA features. Extension: the stored PCA.
+- ``aligned-umap``: umap-learn's AlignedUMAP (Dadu et al. 2023) with one slice per checkpoint
+  index and the runs as the rows aligned between consecutive slices, so a run keeps its place
+  from one checkpoint's map to the next. ``n_neighbors`` 15 (lowered to under half the runs of
+  the smallest slice, or every map would be one blob),
+  ``min_dist`` 0.1, ``alignment_regularisation`` 0.01, ``alignment_window_size`` 3. Needs
+  ``slices`` (run and checkpoint of each point). No extension.
+- ``phate``: the ``phate`` package (Moon et al. 2019; optional extra ``trajviz[phate]``).
+  ``knn`` 5, ``decay`` 40, ``t`` "auto" (-1). No extension.
+- ``inpca``: intensive PCA of the predicted distributions themselves, not of the PCA
+  features (:mod:`trajviz.trajectories.inpca`); :func:`fit` refuses it, the embedding calls it.
 """
 
 from __future__ import annotations
@@ -42,7 +52,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "isomap": {"n_neighbors": 10},
     "umap": {"n_neighbors": 15, "min_dist": 0.1},
     "pca": {},
+    "aligned-umap": {"n_neighbors": 15, "min_dist": 0.1, "alignment_regularisation": 0.01,
+                     "alignment_window_size": 3},
+    "phate": {"knn": 5, "decay": 40.0, "t": -1},
+    "inpca": {},
 }
+#: methods that place new points into a fitted embedding (``trajviz project --into``)
+EXTENDABLE = ("tsne", "isomap", "umap", "pca", "inpca")
 
 
 def method_params(method: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -107,11 +123,40 @@ def _isomap(X: np.ndarray, dims: int, k: int) -> Any:
         return Isomap(n_neighbors=k, n_components=dims, eigen_solver=solver).fit(X)
 
 
-def _umap(X: np.ndarray, dims: int, seed: int, p: Mapping[str, Any]) -> Any:
+_NUMBA_CACHED = False
+
+
+def _import_umap() -> Any:
+    """umap-learn, with numba's on-disk cache switched on for its and pynndescent's compiled
+    functions.
+
+    umap-learn compiles ~250 numba functions without ``cache=True`` on every import, 25-30 CPU
+    seconds, which dominated small projections (13 s wall for 54 points). Enabling the cache
+    on those dispatchers before their first call stores the machine code (in the packages'
+    ``__pycache__``, or numba's user-wide cache directory where that is read-only), so later
+    processes load it: docs/benchmarks.md, "UMAP compile cache"."""
+    global _NUMBA_CACHED
     try:
         import umap
     except ImportError:  # pragma: no cover - a declared dependency
         raise ConfigError("method 'umap' needs umap-learn: pip install umap-learn") from None
+    if not _NUMBA_CACHED:
+        import sys
+
+        from numba.core.registry import CPUDispatcher
+
+        for name, module in list(sys.modules.items()):
+            if module is None or not name.startswith(("umap", "pynndescent")):
+                continue
+            for obj in list(vars(module).values()):
+                if isinstance(obj, CPUDispatcher) and type(obj._cache).__name__ == "NullCache":
+                    obj.enable_caching()
+        _NUMBA_CACHED = True
+    return umap
+
+
+def _umap(X: np.ndarray, dims: int, seed: int, p: Mapping[str, Any]) -> Any:
+    umap = _import_umap()
     k = max(2, min(int(p["n_neighbors"]), X.shape[0] - 1))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "n_jobs overridden by setting random_state"
@@ -119,9 +164,68 @@ def _umap(X: np.ndarray, dims: int, seed: int, p: Mapping[str, Any]) -> Any:
                          random_state=seed, n_jobs=1).fit(X)
 
 
+def _aligned_umap(X: np.ndarray, dims: int, seed: int, p: dict[str, Any],
+                  slices: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """AlignedUMAP with one slice per checkpoint index; rows of consecutive slices are related
+    when they belong to the same run."""
+    umap = _import_umap()
+
+    runs, checkpoints = (np.asarray(a) for a in slices)
+    if runs.shape[0] != X.shape[0] or checkpoints.shape[0] != X.shape[0]:
+        raise ConfigError(f"aligned-umap: {runs.shape[0]} run labels for {X.shape[0]} points")
+    members = []
+    for t in np.unique(checkpoints):
+        idx = np.flatnonzero(checkpoints == t)
+        members.append(idx[np.argsort(runs[idx], kind="stable")])
+    smallest = min(idx.size for idx in members)
+    if smallest < 3:
+        raise ConfigError(f"aligned-umap needs at least 3 runs at every checkpoint; one "
+                          f"checkpoint has {smallest}: select more runs or other checkpoints")
+    if len(members) < 2:
+        raise ConfigError("aligned-umap needs at least 2 checkpoints (one map per checkpoint)")
+    # a neighbourhood spanning most of a slice makes its map one blob: at most half a slice
+    k = max(2, min(int(p["n_neighbors"]), smallest // 2 - 1))
+    if k != int(p["n_neighbors"]):
+        log.info("aligned-umap: n_neighbors %d lowered to %d (the smallest checkpoint has %d "
+                 "runs; a neighbourhood stays under half of them)", int(p["n_neighbors"]), k,
+                 smallest)
+    p["n_neighbors"] = k
+    relations = []
+    for a, b in zip(members[:-1], members[1:]):
+        pos = {r: j for j, r in enumerate(runs[b])}
+        relations.append({i: pos[r] for i, r in enumerate(runs[a]) if r in pos})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = umap.AlignedUMAP(
+            n_neighbors=k, n_components=dims, min_dist=float(p["min_dist"]),
+            alignment_regularisation=float(p["alignment_regularisation"]),
+            alignment_window_size=int(p["alignment_window_size"]), random_state=seed,
+        ).fit([X[idx] for idx in members], relations=relations)
+    coords = np.zeros((X.shape[0], dims))
+    for idx, emb in zip(members, model.embeddings_):
+        coords[idx] = emb
+    return coords
+
+
+def _phate(X: np.ndarray, dims: int, seed: int, p: dict[str, Any]) -> np.ndarray:
+    try:
+        import phate
+    except ImportError:
+        raise ConfigError("method 'phate' needs the phate package: pip install 'trajviz[phate]'"
+                          ) from None
+    k = max(2, min(int(p["knn"]), X.shape[0] - 2))
+    p["knn"] = k
+    op = phate.PHATE(n_components=dims, knn=k, decay=float(p["decay"]),
+                     t="auto" if int(p["t"]) < 0 else int(p["t"]), random_state=seed, n_jobs=1,
+                     verbose=0)
+    return np.asarray(op.fit_transform(X), dtype=np.float64)
+
+
 def fit(method: str, X: np.ndarray, *, dims: int = 2, seed: int = 0,
-        params: Mapping[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-    """Embed features X (M, d) into (M, dims); returns coordinates and the parameters used."""
+        params: Mapping[str, Any] | None = None,
+        slices: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Embed features X (M, d) into (M, dims); returns coordinates and the parameters used.
+    ``slices``: (run label, checkpoint index) of each point, needed by ``aligned-umap``."""
     p = method_params(method, params)
     X = np.ascontiguousarray(X, dtype=np.float64)
     m = X.shape[0]
@@ -154,7 +258,14 @@ def fit(method: str, X: np.ndarray, *, dims: int = 2, seed: int = 0,
     if method == "umap":
         p["n_neighbors"] = max(2, min(int(p["n_neighbors"]), m - 1))
         return np.asarray(_umap(X, dims, seed, p).embedding_, dtype=np.float64), p
-    raise ConfigError(f"method {method!r}: choose one of {', '.join(DEFAULTS)}")  # pragma: no cover
+    if method == "aligned-umap":
+        if slices is None:
+            raise ConfigError("aligned-umap needs each point's run and checkpoint (slices)")
+        return _aligned_umap(X, dims, seed, p, slices), p
+    if method == "phate":
+        return _phate(X, dims, seed, p), p
+    raise ConfigError(f"method {method!r} does not embed PCA features; "
+                      f"fit() takes {', '.join(m for m in DEFAULTS if m != 'inpca')}")
 
 
 def extend(method: str, X_ref: np.ndarray, coords_ref: np.ndarray, X_new: np.ndarray,
@@ -163,6 +274,10 @@ def extend(method: str, X_ref: np.ndarray, coords_ref: np.ndarray, X_new: np.nda
 
     ``attrs`` are the embedding's attributes (``params``, ``seed``, ``dims``).
     """
+    if method in DEFAULTS and method not in EXTENDABLE:
+        raise ConfigError(f"a {method} embedding cannot take new points without moving the old "
+                          f"ones; re-run the projection on all files (methods that can: "
+                          f"{', '.join(EXTENDABLE)})")
     p = dict(attrs.get("params") or {})
     seed = int(attrs.get("seed", 0))
     dims = coords_ref.shape[1]

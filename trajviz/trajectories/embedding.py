@@ -47,7 +47,9 @@ log = logging.getLogger(__name__)
 #: prefix of the per-point metric datasets in embedding files (``/points/metric_train_error``)
 METRIC_PREFIX = "metric_"
 #: embedding methods
-METHODS = ("tsne", "isomap", "umap", "pca")
+METHODS = ("tsne", "isomap", "umap", "pca", "inpca", "aligned-umap", "phate")
+#: InPCA holds every selected checkpoint's distributions in memory at once: at most this many MiB
+INPCA_MAX_MB = 4096.0
 
 
 @dataclass
@@ -73,6 +75,9 @@ class Embedding:
     #: the runs' scalar metrics at each point (e.g. ``train_error``, ``test_nll``): name -> (M,)
     #: float, NaN where a run did not record that metric
     metrics: dict[str, np.ndarray] = field(default_factory=dict)
+    #: what a method needs to place new points besides features and PCA (InPCA's eigenpairs and
+    #: distance means): HDF5 path (``"inpca/eigenvalues"``) -> array
+    state: dict[str, np.ndarray] = field(default_factory=dict)
     pca: StreamingPCA | None = None
 
     @property
@@ -103,6 +108,7 @@ class Embedding:
             extra["pca/mean"] = self.pca.mean_.astype(np.float32)
             extra["pca/components"] = self.pca.components_.astype(np.float32)
             extra["pca/explained_variance_ratio"] = self.pca.explained_variance_ratio_
+        extra.update(self.state)
         write_embedding(path, self.coords, self.run, self.step, self.group, attrs=self.attrs,
                         points={"epoch": self.epoch, "checkpoint": self.checkpoint,
                                 "source": self.source, "added": self.added,
@@ -134,6 +140,7 @@ class Embedding:
                    attrs=dict(d["attrs"]),
                    features=None if feats is None else np.asarray(feats, dtype=np.float64),
                    pca=pca,
+                   state={k: v for k, v in ex.items() if k.startswith("inpca/")},
                    metrics={k[len(METRIC_PREFIX):]: np.asarray(v, dtype=np.float64)
                             for k, v in pts.items() if k.startswith(METRIC_PREFIX)})
 
@@ -186,7 +193,10 @@ class Embedding:
             feats = self.pca.transform_stream(
                 iter_checkpoint_vectors(exps, kept, rep, progress=progress, desc="PCA project"), m)
             lab = _labels(kept, exps, src_map)
-        new_coords = extend(self.method, self.features, self.coords, feats, self.attrs)
+            if self.method == "inpca":
+                new_coords = self._place_inpca(exps, kept, stack)
+        if self.method != "inpca":
+            new_coords = extend(self.method, self.features, self.coords, feats, self.attrs)
         attrs = dict(self.attrs, sources=sources,
                      n_added=int(self.attrs.get("n_added", 0)) + m)
         log.info("added %d checkpoint(s) of %d run(s) to the %s embedding", m, len(kept),
@@ -201,6 +211,62 @@ class Embedding:
                          added=np.concatenate([self.added, np.ones(m, dtype=bool)]),
                          attrs=attrs, features=np.vstack([self.features, feats]), pca=self.pca,
                          metrics=_concat_metrics(self.metrics, self.run.size, lab["metrics"]))
+
+    def _place_inpca(self, exps: Sequence[ExperimentFile], kept: Sequence[SelectedRun],
+                     stack: contextlib.ExitStack) -> np.ndarray:
+        """InPCA coordinates of ``kept``'s checkpoints: their Bhattacharyya distances to the
+        fitted points (re-read from the source files recorded in the embedding)."""
+        from trajviz.trajectories.inpca import InPCA, bhattacharyya_distances
+
+        model = InPCA.from_state(self.state)
+        fitted = np.flatnonzero(~self.added)
+        if fitted.size != model.row_means_.size:
+            raise FormatError(f"the embedding has {fitted.size} fitted points but its InPCA "
+                              f"{model.row_means_.size}")
+        sources = list(self.attrs.get("sources", []))
+        old = []
+        for src in sorted(set(self.source[fitted].tolist())):
+            path = Path(str(sources[src]["path"])) if src < len(sources) else None
+            if path is None or not path.exists():
+                raise ConfigError(f"InPCA places new points by their distances to the fitted "
+                                  f"ones, read from {path}, which does not exist; pass the "
+                                  "embedding's source files where they were")
+            old.append(stack.enter_context(ExperimentFile(path)))
+        by_source = dict(zip(sorted(set(self.source[fitted].tolist())), old))
+        P_old = np.empty((fitted.size, *_distribution_shape(exps[0])), dtype=np.float32)
+        for (src, run), idx in _point_groups(self.source[fitted], self.run[fitted]).items():
+            P_old[idx] = by_source[src].outputs(run, self.checkpoint[fitted][idx])
+        P_new = _distributions(exps, kept)
+        return model.transform(bhattacharyya_distances(P_new, P_old))
+
+
+def _point_groups(source: np.ndarray, run: np.ndarray) -> dict[tuple[int, str], np.ndarray]:
+    """Point indices of each (source, run), in point order."""
+    out: dict[tuple[int, str], list[int]] = {}
+    for i, key in enumerate(zip(source.tolist(), run.tolist())):
+        out.setdefault(key, []).append(i)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _distribution_shape(f: ExperimentFile) -> tuple[int, int]:
+    return f.probe_size, f.n_classes
+
+
+def _distributions(files: Sequence[ExperimentFile], runs: Sequence[SelectedRun], *,
+                   progress: bool = False) -> np.ndarray:
+    """Every selected checkpoint's probe probabilities, (M, N, C) float32, in selection order."""
+    n, c = _distribution_shape(files[0])
+    m = sum(r.checkpoints.size for r in runs)
+    need = m * n * c * 4 / 2**20
+    if need > INPCA_MAX_MB:
+        raise ConfigError(f"InPCA of {m} checkpoints x {n} probes x {c} classes needs "
+                          f"{need:,.0f} MiB in memory (limit {INPCA_MAX_MB:,.0f}); select fewer "
+                          "checkpoints (e.g. checkpoints='::2') or runs")
+    out = np.empty((m, n, c), dtype=np.float32)
+    for i, vec in enumerate(iter_checkpoint_vectors(files, runs, "probs", progress=progress,
+                                                    desc="reading")):
+        out[i] = vec.reshape(n, c)
+    return out
 
 
 def _source_entry(f: ExperimentFile) -> dict[str, str]:
@@ -278,7 +344,27 @@ def embed(files: Sequence[str | Path], *, method: str = "tsne", representation: 
         sha = exps[0].probe_sha256
         probe = (exps[0].probe_size, exps[0].n_classes)
         lab = _labels(runs, exps)
-    coords, fitted = fit(method, feats, dims=dims, seed=seed, params=params)
+        state: dict[str, np.ndarray] = {}
+        if method == "inpca":
+            from trajviz.trajectories.inpca import InPCA, bhattacharyya_distances
+
+            if params:
+                raise ConfigError(f"inpca takes no parameters; got {', '.join(params)}")
+            if representation != "probs":
+                log.info("inpca compares the predicted distributions themselves; representation "
+                         "%r applies to the PCA features of the quality figures only",
+                         representation)
+            model = InPCA(dims=dims).fit(bhattacharyya_distances(
+                _distributions(exps, runs, progress=progress)))
+            coords, fitted, state = model.coords_, {}, model.state()
+            fitted["explained_stress"] = model.explained_stress_
+            fitted["explained_stress_per_axis"] = model.explained_stress_per_axis_.tolist()
+            fitted["eigenvalues"] = model.eigenvalues_.tolist()
+    if method != "inpca":
+        coords, fitted = fit(method, feats, dims=dims, seed=seed, params=params,
+                             slices=(np.char.add(lab["source"].astype(str),
+                                                 np.char.add(":", lab["run"].astype(str))),
+                                     lab["checkpoint"]))
     quality = embedding_quality(feats, coords, k=quality_k, seed=seed)
     attrs = {"method": method, "representation": representation, "dims": dims,
              "pca_dims": int(pca.n_components_), "seed": seed, "params": fitted,
@@ -294,4 +380,5 @@ def embed(files: Sequence[str | Path], *, method: str = "tsne", representation: 
     return Embedding(coords=coords, run=lab["run"], step=lab["step"], group=lab["group"],
                      epoch=lab["epoch"], checkpoint=lab["checkpoint"], source=lab["source"],
                      added=np.zeros(m, dtype=bool), attrs=attrs, features=feats, pca=pca,
+                     state=state,
                      metrics=lab["metrics"])
