@@ -127,3 +127,55 @@ def test_every_embedding_figure_has_equal_axes(tmp_path, dims):
         span = np.ptp(emb.coords, axis=0)
         np.testing.assert_allclose(box / box[0], span / span[0], rtol=1e-6)
     plt.close(fig)
+
+
+def test_readme_python_path_from_a_file_to_figures_runs(tmp_path, monkeypatch):
+    """README's "From a file to a picture, in Python" block, run as written on a small file."""
+    import re
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = re.search(r"### From a file to a picture, in Python\n\n```python\n(.*?)```", readme,
+                      re.S).group(1)
+    assert len(block.strip().splitlines()) == 5
+    write_experiment(tmp_path / "default.h5", two_groups(n_runs=3, T=4))
+    monkeypatch.chdir(tmp_path)
+    code = block.replace('"runs/default.h5"', '"default.h5"').replace('method="tsne"', 'method="pca"')
+    exec(compile(code, "README.md", "exec"), {})
+    assert (tmp_path / "tsne.pdf").stat().st_size > 1000
+    assert "plotly" in (tmp_path / "tsne.html").read_text()[:20000].lower()
+
+
+def test_help_lists_the_python_entry_points():
+    import trajviz
+
+    doc = trajviz.__doc__
+    for name in ("Recorder", "embed", "Embedding", "divergence_table", "landscape", "reproduce"):
+        assert name in doc
+    assert callable(trajviz.embed) and trajviz.Embedding.__name__ == "Embedding"
+
+
+def test_report_embeds_interactive_figures_before_the_long_tables(emb_file, tmp_path):
+    from trajviz.plots.interactive import trajectories_figure, write_html
+    from trajviz.reproduce.findings import REPRODUCED, FindingResult
+    from trajviz.reproduce.report import ReportMeta, write_report
+
+    page = write_html(trajectories_figure(Embedding.load(emb_file)),
+                      tmp_path / "figures" / "trajectories_interactive.html")
+    rows = [{"epoch": i, "x": i} for i in range(41)]
+    res = FindingResult(id="F10", claim="c", statistic="s", unit="", delta=0.1, value=1.0, lo=0.5,
+                        hi=1.5, verdict=REPRODUCED, reference="", details=rows)
+    meta = ReportMeta(profile="quick", command="c", version="0",
+                      figures={"trajectories_interactive": [page]},
+                      captions={"trajectories_interactive": "Interactive."},
+                      figure_findings={"trajectories_interactive": ("F10",)})
+    md, html_path, _ = write_report([res], meta, tmp_path)
+    html = html_path.read_text()
+    assert html.count("Plotly.newPlot") == 1 and html.count("plotly.js v") == 1  # inlined once
+    assert html.index("Plotly.newPlot") < html.index("<td class=''>40</td>")  # figure, then table
+    assert "(figures/trajectories_interactive.html)" in md.read_text()
+    seen = probe_page(html_path, tmp_path, trace=0, point=0)
+    assert seen["errors"] == [] and "run a-0" in " ".join(seen["hover"])
