@@ -204,3 +204,16 @@ def test_pairing_follows_the_files_config(tmp_path):
         path = write_plain_h5py(tmp_path / f"{paired}.h5", runs, config=cfg)
         table = divergence_table([path], n_boot=20, n_permutations=99)
         assert table.separation.paired is paired
+
+
+def test_more_than_two_groups_without_a_choice_writes_null(tmp_path, caplog):
+    runs = {**apart_together_parting(3, n_runs=3, T=4),
+            **apart_together_parting(3, n_runs=3, T=4, names=("C", "D"), seed=1)}
+    path = write_plain_h5py(tmp_path / "four.h5", runs)
+    with caplog.at_level(logging.WARNING):
+        table = divergence_table([path], n_boot=10, n_permutations=99)
+    assert table.separation is None and table.to_dict()["separation"] is None
+    assert any("exactly two groups" in r.getMessage() for r in caplog.records)
+    assert np.isfinite(table.knn_accuracy).all()  # the k-NN accuracy over all four groups
+    two = divergence_table([path], groups=["D", "A"], n_boot=10, n_permutations=99)
+    assert two.separation.groups == ("D", "A")  # the order given: ratio A's spread over D's
