@@ -19,7 +19,7 @@ from trajviz.landscape import (LandscapeResult, RunScan, ScanSettings, flatness_
 from trajviz.landscape import directions as dirs
 from trajviz.landscape import scan as scan_mod
 from trajviz.landscape.hessian import hutchinson_trace, hvp_operator, lanczos_top, power_iteration
-from trajviz.landscape.params import ParamLayout, PointEvaluator, mean_nll
+from trajviz.landscape.params import ParamLayout, PointEvaluator, choose_strategy, mean_nll
 from trajviz.training.nets import mlp_module
 from trajviz.record import Recorder
 from trajviz.store import DIVERGED, ExperimentFile, LandscapeFile
@@ -72,7 +72,8 @@ def test_loss_at_alpha_zero_equals_direct_evaluation(experiment, tmp_path):
         np.testing.assert_allclose(run.loss_at_theta[0], direct_nll, rtol=1e-5)
 
 
-def test_batched_points_equal_one_model_copy_per_point(experiment):
+@pytest.mark.parametrize("strategy", ["auto", "reuse", "plain", "batched"])
+def test_batched_points_equal_one_model_copy_per_point(experiment, strategy):
     path, cfg = experiment
     x, y = _train_tensors(cfg)
     state = _final(path, "sdae-seed1")
@@ -81,7 +82,8 @@ def test_batched_points_equal_one_model_copy_per_point(experiment):
     rng = np.random.default_rng(0)
     d = rng.standard_normal((2, layout.size)) * 0.3
     coeffs = rng.uniform(-2, 2, size=(9, 2))
-    nll, err = PointEvaluator(layout, theta, d, x, y, dtype=torch.float64)(coeffs, max_points=4)
+    nll, err = PointEvaluator(layout, theta, d, x, y, dtype=torch.float64,
+                              strategy=strategy)(coeffs, max_points=4)
     for k, c in enumerate(coeffs):
         model = mlp_module(layout.sizes).double()
         model.load_state_dict({n: torch.as_tensor(v) for n, v in layout.unflatten(theta + c @ d).items()})
@@ -89,6 +91,19 @@ def test_batched_points_equal_one_model_copy_per_point(experiment):
             logits = model(x.double())
         assert nll[k] == pytest.approx(float(F.cross_entropy(logits, y)), rel=1e-10)
         assert err[k] == pytest.approx(float((logits.argmax(1) != y).double().mean()))
+
+
+def test_strategy_rule_follows_the_measured_costs():
+    cpu = torch.device("cpu")
+    big = [784, 800, 800, 10]
+    assert choose_strategy(big, 10000, 51, 1, cpu) == "reuse"      # wide first layer, many points
+    assert choose_strategy(big, 10000, 1, 1, cpu) == "plain"       # one point: no reuse to pay for
+    assert choose_strategy([64, 32, 10], 1000, 51, 1, cpu) == "batched"  # tiny points
+    assert choose_strategy(big, 10000, 51, 1, torch.device("cuda")) == "batched"
+    with pytest.raises(ValueError, match="strategy 'fast'"):
+        PointEvaluator(ParamLayout.from_state({"0.weight": np.zeros((2, 3)), "0.bias": np.zeros(2)}),
+                       np.zeros(8), np.zeros((1, 8)), torch.zeros(1, 3), torch.zeros(1),
+                       strategy="fast")
 
 
 # --------------------------------------------------------------------------- flatness measures
