@@ -188,8 +188,14 @@ def test_k_too_large_for_groups_of_three_warns_in_one_line(tmp_path, caplog):
     assert any("cannot reach" in n for n in data["attrs"]["separation"]["notes"])
 
 
-def test_pairing_option_reaches_the_test(tmp_path):
+def test_pairing_option_reaches_the_test(tmp_path, capsys):
     runs = apart_together_parting(3, n_runs=4, T=4)
+    path = write_plain_h5py(tmp_path / "p.h5", runs)
+    assert main(["divergence", str(path), "--permutations", "0", "-o", str(tmp_path / "x.json"),
+                 "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "n_permutations 0" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.json").exists()
     data = _run_cli(tmp_path, runs, "--pairing", "independent")
     assert data["attrs"]["separation"]["paired"] is False
     assert data["attrs"]["separation"]["n_relabellings"] == 70  # C(8, 4): exact
