@@ -18,7 +18,7 @@ from trajviz.cli import main
 from trajviz.errors import ConfigError
 from trajviz.reproduce.findings import FINDINGS, VERDICTS
 from trajviz.reproduce import reproduce
-from trajviz.reproduce.figures import FIGURES
+from trajviz.reproduce.figures import FIGURES, figure_spec
 from trajviz.reproduce.studies import PROFILES, copy_studies, load_studies, packaged_studies, parse_study
 from trajviz.store import ExperimentFile
 
@@ -209,7 +209,8 @@ def test_figure_script_writes_nonempty_files(tiny, tmp_path, name, monkeypatch):
     assert done.value.code == 0
     files = list(tmp_path.iterdir())
     suffixes = {p.suffix for p in files}
-    assert suffixes == ({".gif"} if name.endswith("animation") else {".pdf", ".png"})
+    kind = figure_spec(name).kind
+    assert suffixes == {"gif": {".gif"}, "html": {".html"}}.get(kind, {".pdf", ".png"})
     assert all(p.stat().st_size > 1000 for p in files)
 
 

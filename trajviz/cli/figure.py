@@ -14,7 +14,8 @@ def figure_main(name: str, argv: Sequence[str] | None = None) -> int:
 
     ``python analysis/<name>.py [DIR] [--profile PROFILE] [--studies DIR] [-o OUT]``
     reads ``DIR/results`` (what ``trajviz reproduce -o DIR`` recorded) and writes OUT/<name>.pdf
-    and .png (.gif for the animation). Trains nothing; a missing result is a one-line error.
+    and .png (.gif for the animation, .html for the interactive pages). Trains nothing; a
+    missing result is a one-line error.
     """
     import argparse
     import sys

@@ -290,6 +290,8 @@ def animate_trajectories(ctx: FigureContext, path: Path, fps: int = 4) -> Path:
         for t in range(1, n_frames + 1):
             ax.clear()
             trajectories(ax, emb.coords, runs, upto=t, title=f"t-SNE, checkpoint {t - 1}")
+            # fixed limits for every frame: equal scale by the axes box, not by the data limits
+            ax.set_aspect("equal", adjustable="box")
             ax.set_xlim(lo[0], hi[0])
             ax.set_ylim(lo[1], hi[1])
             writer.grab_frame()
