@@ -63,7 +63,7 @@ def test_existing_output_is_refused_and_kept(tmp_path):
     path = tmp_path / "f.h5"
     make(path)
     before = path.read_bytes()
-    with pytest.raises(OutputExistsError, match="--resume"):
+    with pytest.raises(OutputExistsError, match="mode='resume'"):
         make(path)
     assert path.read_bytes() == before
 

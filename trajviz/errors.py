@@ -60,3 +60,12 @@ class ProbeSetMismatchError(TrajvizError, ValueError):
 class StoreWriteError(TrajvizError, OSError):
     """Writing a trajviz file failed (disk full, file-size limit, I/O error); the unfinished
     change was rolled back, so the file holds everything written before it."""
+
+
+class ModelOutputError(TrajvizError, ValueError):
+    """A model's outputs cannot be recorded as class probabilities of the declared kind (e.g.
+    ``output="probs"`` but values outside [0, 1]); nothing was written."""
+
+
+class MissingExtraError(TrajvizError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""

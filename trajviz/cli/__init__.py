@@ -66,6 +66,18 @@ def _setup_logging(args: argparse.Namespace) -> None:
     logging.getLogger("trajviz").setLevel(level)
 
 
+#: library errors speak of arguments; on the command line the same advice names the flags
+_ARGUMENTS_AS_FLAGS = (("reopen it with mode='resume'", "rerun with --resume"),
+                       ("mode='resume'", "--resume"), ("mode='overwrite'", "--overwrite"))
+
+
+def as_flags(message: str) -> str:
+    """A library error's advice in command-line terms (``mode='resume'`` -> ``--resume``)."""
+    for argument, flag in _ARGUMENTS_AS_FLAGS:
+        message = message.replace(argument, flag)
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -73,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except TrajvizError as exc:
-        print(f"trajviz {args.command}: error: {exc}", file=sys.stderr)
+        print(f"trajviz {args.command}: error: {as_flags(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"trajviz {args.command}: interrupted", file=sys.stderr)

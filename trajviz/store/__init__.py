@@ -37,7 +37,8 @@ Submodules, one per concern (everything is re-exported here; import from ``trajv
 
 from trajviz.store.journaled import MAX_PENDING_BYTES, READER_WAIT_S, JournaledWriter
 from trajviz.store.experiment import (COMPLETE, DIVERGED, FORMAT, FORMAT_VERSION, LIBVER,
-                                      METRIC_NAMES, RUNNING, SPLITS, ExperimentWriter, RunWriter,
+                                      METRIC_NAMES, RUNNING, SPLITS, ExperimentWriter, ProbeInputsRecord,
+                                      RunWriter,
                                       _append, _check_readable, _CHECKSUMMED, _first_difference,
                                       _natural_key, _READ_ERRORS, _str_attr, probe_sha256)
 from trajviz.store.reader import (_MAX_CLAIM_RATIO, _MAX_CLAIM_SLACK, _MAX_CLASSES, _PROB_TOL,
@@ -53,7 +54,7 @@ __all__ = [
     "COMPLETE", "DIVERGED", "EMBEDDING_FORMAT", "EMBEDDING_FORMAT_VERSION", "EMBEDDING_POINT_KEYS",
     "ExperimentFile", "ExperimentWriter", "FORMAT", "FORMAT_VERSION", "LANDSCAPE_FORMAT",
     "LANDSCAPE_FORMAT_VERSION", "LIBVER", "LandscapeFile", "LandscapeWriter", "MAX_PENDING_BYTES",
-    "METRIC_NAMES", "READER_WAIT_S", "RUNNING", "RunInfo", "RunWriter", "SPLITS", "ShardSource",
+    "METRIC_NAMES", "ProbeInputsRecord", "READER_WAIT_S", "RUNNING", "RunInfo", "RunWriter", "SPLITS", "ShardSource",
     "gather", "open_for_reading", "probe_sha256", "read_embedding", "read_root_attrs",
     "write_embedding",
 ]

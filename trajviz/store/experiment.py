@@ -200,7 +200,7 @@ def _append(ds: h5py.Dataset, t: int, value: Any) -> None:
 
 
 def _skeleton(f: h5py.File, targets: np.ndarray, probe_sha: str, n_classes: int, name: str,
-              config_json: str) -> None:
+              config_json: str, probe_inputs: "ProbeInputsRecord | None" = None) -> None:
     """What a new experiment file holds before its first run."""
     f.attrs["format"] = FORMAT
     f.attrs["format_version"] = FORMAT_VERSION
@@ -208,8 +208,53 @@ def _skeleton(f: h5py.File, targets: np.ndarray, probe_sha: str, n_classes: int,
     f.attrs["n_classes"] = int(n_classes)
     f.attrs["name"] = name
     f.attrs["config"] = config_json
-    f.create_group("probe").create_dataset("targets", data=targets)
+    probe = f.create_group("probe")
+    probe.create_dataset("targets", data=targets)
+    if probe_inputs is not None:
+        probe_inputs.write(probe)
     f.create_group("runs")
+
+
+class ProbeInputsRecord:
+    """The probe inputs as a file keeps them (docs/format.md, "Probe inputs"): their layout
+    (``structure``: ``"tensor"``, ``"tuple"`` or ``"dict"``; each entry's name, shape and
+    dtype) always, the arrays themselves when ``store`` is true.
+
+    ``arrays``: entry name -> array (``""`` for one tensor, ``"0"``, ``"1"``... for a tuple, the
+    keys of a dict)."""
+
+    def __init__(self, structure: str, arrays: Mapping[str, np.ndarray], store: bool):
+        if structure not in ("tensor", "tuple", "dict"):
+            raise ValueError(f"structure {structure!r}: choose tensor, tuple or dict")
+        for name in arrays:
+            if "/" in name or name in (".", ".."):
+                raise FormatError(f"probe input name {name!r}: must not contain '/'")
+        self.structure = structure
+        self.arrays = dict(arrays)
+        self.store = bool(store)
+
+    def layout(self) -> dict[str, Any]:
+        return {"structure": self.structure, "stored": self.store,
+                "entries": [{"name": k, "shape": list(v.shape), "dtype": str(v.dtype)}
+                            for k, v in self.arrays.items()]}
+
+    def write(self, probe: h5py.Group) -> None:
+        probe.attrs["inputs"] = json.dumps(self.layout())
+        if not self.store:
+            return
+        if self.structure == "tensor":
+            probe.create_dataset("inputs", data=self.arrays[""], **_stored_array(self.arrays[""]))
+            return
+        g = probe.create_group("inputs")
+        for name, arr in self.arrays.items():
+            g.create_dataset(name, data=arr, **_stored_array(arr))
+
+
+def _stored_array(arr: np.ndarray) -> dict[str, Any]:
+    """Chunked, gzip-compressed and checksummed (a scalar per example cannot be chunked less)."""
+    if arr.ndim == 0 or arr.size == 0:
+        return {}
+    return dict(compression="gzip", compression_opts=1, shuffle=True, **_CHECKSUMMED)
 
 
 class ExperimentWriter(JournaledWriter):
@@ -232,11 +277,12 @@ class ExperimentWriter(JournaledWriter):
     _reader_name = "an ExperimentFile"
 
     def __init__(self, path: str | Path, *, probe_targets: np.ndarray, probe_sha: str,
-                 n_classes: int, name: str = "", config_json: str = "{}",
-                 mode: str = "create", durable: bool = False):
+                 n_classes: int | None, name: str = "", config_json: str = "{}",
+                 mode: str = "create", durable: bool = False,
+                 probe_inputs: ProbeInputsRecord | None = None):
         targets = np.asarray(probe_targets, dtype=np.int64)
         self.n_probe = int(targets.shape[0])
-        self.n_classes = int(n_classes)
+        self.n_classes = -1 if n_classes is None else int(n_classes)
         self._start_session(path, durable, mode)  # FileLockedError if taken
         try:
             if mode == "resume":
@@ -245,14 +291,16 @@ class ExperimentWriter(JournaledWriter):
                 _check_readable(self.path)
                 self._open_file(LIBVER, lambda: self._check_compatible(
                     probe_sha, targets, n_classes, config_json))
+            elif n_classes is None:
+                raise ValueError(f"{self.path}: n_classes is needed to create a file")
             else:
                 self._create_file(lambda f: _skeleton(f, targets, probe_sha, n_classes, name,
-                                                      config_json), LIBVER)
+                                                      config_json, probe_inputs), LIBVER)
         except BaseException:
             self._session.close()
             raise
 
-    def _check_compatible(self, probe_sha: str, targets: np.ndarray, n_classes: int,
+    def _check_compatible(self, probe_sha: str, targets: np.ndarray, n_classes: int | None,
                           config_json: str) -> None:
         f = self._f
         if _str_attr(f.attrs.get("format", "")) != FORMAT:
@@ -266,12 +314,20 @@ class ExperimentWriter(JournaledWriter):
         if _str_attr(f.attrs.get("probe_sha256", "")) != probe_sha:
             raise FormatError(f"{self.path} was recorded on a different probe set; "
                               "resume needs the same data and probe config")
+        stored = f.attrs.get("n_classes")
+        if stored is not None and n_classes is not None and int(stored) != n_classes:
+            raise FormatError(f"{self.path} holds outputs of {int(stored)} classes, not "
+                              f"{n_classes}; resume needs the same model outputs")
+        if n_classes is None:
+            if stored is None:
+                raise FormatError(f"{self.path} has no 'n_classes' attribute; pass n_classes")
+            self.n_classes = int(stored)
         old = json.loads(_str_attr(f.attrs.get("config", "{}")))
         new = json.loads(config_json)
         diff = _first_difference(old, new, ignore=("engine", "seeds"))
         if diff is not None:
             raise FormatError(f"{self.path} was recorded with a different config ({diff}); "
-                              "use --overwrite or another output file")
+                              "use mode='overwrite' or another output file")
         if new.get("seeds"):
             f.attrs["config"] = config_json  # more seeds may be added to an experiment
 
@@ -288,7 +344,8 @@ class ExperimentWriter(JournaledWriter):
         self._drain(block=True)
         runs = self._f["runs"]
         if run_id in runs and _str_attr(runs[run_id].attrs.get("status", "")) == COMPLETE:
-            raise OutputExistsError(f"run {run_id!r} is already complete in {self.path}")
+            raise OutputExistsError(f"run {run_id!r} is already complete in {self.path}; "
+                                    "choose another run id, or another file")
         n, c = self.n_probe, self.n_classes
 
         def op() -> None:
@@ -316,19 +373,54 @@ class ExperimentWriter(JournaledWriter):
         self._submit(op, 0, block=True)
         return RunWriter(self, run_id)
 
-    def continue_run(self, run_id: str) -> RunWriter:
-        """A writer that appends to the unfinished run ``run_id`` after its last complete
-        checkpoint (training resumed from a resume state). FormatError if there is no such run
-        or it is finished."""
+    def run_status(self, run_id: str) -> str | None:
+        """The run's ``status`` attribute, None if the file has no such run."""
         self._drain(block=True)
-        g = self._f["runs"].get(run_id)
+        runs = self._f["runs"]
+        return _str_attr(runs[run_id].attrs.get("status", COMPLETE)) if run_id in runs else None
+
+    def run_steps(self, run_id: str) -> np.ndarray:
+        """Steps of the checkpoints a run holds (empty if the run does not exist)."""
+        self._drain(block=True)
+        runs = self._f["runs"]
+        if run_id not in runs:
+            return np.zeros(0, dtype=np.int64)
+        return runs[run_id]["steps"][()].astype(np.int64)
+
+    def continue_run(self, run_id: str, keep: int | None = None) -> RunWriter:
+        """A writer that appends to the unfinished run ``run_id`` instead of restarting it (a
+        training resumed from a resume state or a framework's checkpoint): its first ``keep``
+        checkpoints are kept (all if None) and any later ones dropped, e.g. those recorded
+        after the training checkpoint the training restarts from. FormatError if there is no
+        such run or it is finished."""
+        self._drain(block=True)
+        runs = self._f["runs"]
+        g = runs.get(run_id)
         if not isinstance(g, h5py.Group) or "steps" not in g:
             raise FormatError(f"{self.path} has no run {run_id!r} to continue")
         status = _str_attr(g.attrs.get("status", ""))
         if status != RUNNING:
             raise FormatError(f"run {run_id!r} in {self.path} is {status!r}, not running; "
                               "only an unfinished run can be continued")
-        return RunWriter(self, run_id, n_checkpoints=int(g["steps"].shape[0]))
+        n = int(g["steps"].shape[0])
+        keep = n if keep is None else int(keep)
+        if not 0 <= keep <= n:
+            raise FormatError(f"run {run_id!r} in {self.path} has {n} checkpoints; cannot keep {keep}")
+        if keep < n:
+            def op() -> None:
+                g = self._f["runs"][run_id]
+                g["steps"].resize(keep, axis=0)  # first: from here on readers see `keep`
+                for name in ("outputs", "epochs"):
+                    if name in g:
+                        g[name].resize(keep, axis=0)
+                for sub in ("metrics", "params/trajectory"):
+                    for ds in (g[sub].values() if sub in g else ()):
+                        ds.resize(min(keep, ds.shape[0]), axis=0)
+
+            log.info("run %s: dropping its last %d checkpoints to continue from checkpoint %d",
+                     run_id, n - keep, keep)
+            self._submit(op, 0, block=True)
+        return RunWriter(self, run_id, n_checkpoints=keep)
 
     # --- resume state (trajviz.store.resume; docs/format.md, "Resume state")
     def write_resume_state(self, key: str, arrays: Mapping[str, np.ndarray],

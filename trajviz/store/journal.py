@@ -455,7 +455,8 @@ class WriteSession:
                 raise StoreWriteError(
                     f"{self.path}: rolling back an unfinished change failed ({_reason(exc)}); "
                     f"the file and its journal {self.journal_path.name} are left as they are "
-                    "(readers see the rolled-back state): fix the cause and rerun with --resume"
+                    "(readers see the rolled-back state): fix the cause and reopen it with "
+                    "mode='resume'"
                 ) from None
             self._journal.clear()  # only now: the restore is complete and on disk
         finally:

@@ -13,9 +13,11 @@ the file, changes queue in memory (:meth:`JournaledWriter._submit`) instead of w
 
 from __future__ import annotations
 
+import atexit
 import errno
 import logging
 import os
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -32,6 +34,26 @@ log = logging.getLogger("trajviz.store")
 MAX_PENDING_BYTES = 256 * 2**20
 #: how long a writer that must write waits for readers to close the file (seconds)
 READER_WAIT_S = 600.0
+
+#: writers of this process whose file is open: closed at interpreter exit if their owner did
+#: not (a notebook interrupted mid-loop), before h5py's own teardown would try to write to the
+#: file outside a transaction
+_OPEN_WRITERS: "weakref.WeakSet[JournaledWriter]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_writers() -> None:
+    for writer in list(_OPEN_WRITERS):
+        writer._close_quietly()
+
+
+def open_writer_of(path: str | Path) -> "JournaledWriter | None":
+    """The writer of this process that has ``path`` open, if any."""
+    target = os.path.realpath(path)
+    for writer in list(_OPEN_WRITERS):
+        if os.path.realpath(writer.path) == target:
+            return writer
+    return None
 
 
 class JournaledWriter:
@@ -64,7 +86,8 @@ class JournaledWriter:
             raise ValueError(f"mode {mode!r}: choose create, resume or overwrite")
         if path.exists() and mode == "create":
             raise OutputExistsError(
-                f"{path} exists; pass --resume to continue it or --overwrite to replace it")
+                f"{path} exists; pass mode='resume' to continue it or mode='overwrite' to "
+                "replace it")
         if path.is_dir():
             raise FormatError(f"{path} is a directory, not a {self._file_kind}")
         self.path = path
@@ -74,6 +97,8 @@ class JournaledWriter:
         self._broken: BaseException | None = None
         self._f = None
         self._session = WriteSession(self.path, durable=durable)
+        self._closed = False
+        _OPEN_WRITERS.add(self)
 
     def _create_file(self, skeleton: Callable[[h5py.File], None],
                      libver: tuple[str, str] | None) -> None:
@@ -134,7 +159,7 @@ class JournaledWriter:
         file and neither ``block`` nor a full queue forces a wait."""
         if self._broken is not None:
             raise StoreWriteError(f"{self.path}: an earlier write failed; nothing more is "
-                                  "written (rerun with --resume)")
+                                  "written (reopen it with mode='resume')")
         self._pending.append(op)
         self._pending_bytes += nbytes
         if not self._holding:
@@ -194,7 +219,7 @@ class JournaledWriter:
             self._session.rollback()
         except OSError as again:
             log.warning("%s: rolling back failed too (%s); readers see the rolled-back state "
-                        "and the next writer (--resume) completes the rollback", self.path, again)
+                        "and the next writer (mode 'resume') completes the rollback", self.path, again)
         if isinstance(exc, TrajvizError):
             raise exc
         cause = self._session.write_error
@@ -206,8 +231,8 @@ class JournaledWriter:
                 reason += ": a file-size limit was reached"
             raise StoreWriteError(
                 f"writing {self.path} failed: {reason}; the unfinished change was rolled back, "
-                f"so the file holds every {self._unit} written before it; free space and rerun "
-                "with --resume") from None
+                f"so the file holds every {self._unit} written before it; free space and "
+                "reopen it with mode='resume'") from None
         if isinstance(exc, (OSError, RuntimeError, ValueError, KeyError)):
             raise StoreWriteError(f"writing {self.path} failed ({type(exc).__name__}: {exc}); "
                                   "the unfinished change was rolled back") from exc
@@ -217,16 +242,35 @@ class JournaledWriter:
         """Write every queued change now (waiting for readers if need be)."""
         self._drain(block=True)
 
-    def close(self) -> None:
-        """Write what is queued, close the file and end the writer session."""
+    def close(self, *, wait: bool = True) -> None:
+        """Write what is queued, close the file and end the writer session.
+
+        ``wait=False``: do not wait for readers; what they keep from being written now is
+        dropped (logged) and the file stays as its last complete change left it."""
+        if self._closed:
+            return
+        self._closed = True
+        _OPEN_WRITERS.discard(self)
         if self._f is None:
             self._session.close()
             return
         try:
+            if self._session.in_transaction:  # interrupted between begin and commit (Ctrl-C)
+                self._abandon_transaction()
             if self._broken is None and self._f.id.valid:
-                self._drain(block=True)
-                with self._transaction():
-                    self._f.close()
+                if wait:
+                    self._drain(block=True)
+                    with self._transaction():
+                        self._f.close()
+                elif self._session.begin(block=False):
+                    with self._transaction(begun=True):
+                        for op in self._pending:
+                            op()
+                        self._pending.clear()
+                        self._f.close()
+                elif self._pending:
+                    log.warning("%s: %d queued changes dropped: readers held the file when it "
+                                "was closed", self.path, len(self._pending))
         finally:
             if self._f.id.valid:  # closing failed half-way: drop what HDF5 still wants to write
                 self._session.discard_writes()
@@ -235,3 +279,28 @@ class JournaledWriter:
                 except Exception:  # the file on disk is the last committed state
                     pass
             self._session.close()
+
+    def _abandon_transaction(self) -> None:
+        """Roll back a transaction that was begun but never committed (an exception such as
+        KeyboardInterrupt between the two); the writer is unusable afterwards."""
+        self._broken = RuntimeError("a transaction was interrupted")
+        self._pending.clear()
+        self._session.discard_writes()
+        try:
+            self._session.rollback()
+        except OSError as exc:
+            log.warning("%s: rolling back an interrupted change failed (%s); the next writer "
+                        "completes the rollback", self.path, exc)
+
+    def _close_quietly(self) -> None:
+        """Close without waiting and without raising: for a writer its owner left open (at
+        interpreter exit, or when it is garbage-collected)."""
+        try:
+            self.close(wait=False)
+        except BaseException as exc:  # nothing to raise to: the owner is gone
+            log.warning("%s: closing a writer left open failed (%s); the file keeps its last "
+                        "complete change", getattr(self, "path", "?"), exc)
+
+    def __del__(self) -> None:
+        if getattr(self, "_closed", True) is False:
+            self._close_quietly()

@@ -122,9 +122,14 @@ class SessionLock:
             if not locked:
                 owner = read_holder(fd)
                 os.close(fd)
+                if (owner is not None and owner.host == socket.gethostname()
+                        and owner.pid == os.getpid()):
+                    raise FileLockedError(
+                        f"{path} is being written by a writer of this very process "
+                        f"({owner.describe()}), one that was not closed; close() it first")
                 raise FileLockedError(f"{path} is being written by another trajviz process "
                                       f"({_who(owner)}); wait for it to finish, or stop it and "
-                                      "rerun with --resume")
+                                      "reopen it with mode='resume'")
             try:  # the file we locked must still be the journal (a closing writer unlinks it)
                 same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
             except FileNotFoundError:

@@ -225,6 +225,45 @@ class ExperimentFile(CheckedReader):
     def probe_size(self) -> int:
         return int(self._dataset("probe/targets", ndim=1).shape[0])
 
+    @_guarded
+    def probe_inputs_layout(self) -> dict[str, Any] | None:
+        """How the probe inputs were given (docs/format.md, "Probe inputs"): ``structure``
+        (``"tensor"``, ``"tuple"``, ``"dict"``), ``stored`` (whether the arrays are in the
+        file) and ``entries`` (each one's ``name``, ``shape``, ``dtype``); None for files
+        without it (the runner's, whose probe set its config rebuilds)."""
+        self._key = "/probe (attribute 'inputs')"
+        text = self._f["probe"].attrs.get("inputs")
+        if text is None:
+            return None
+        layout = json.loads(_str_attr(text))
+        if (not isinstance(layout, dict) or layout.get("structure") not in ("tensor", "tuple", "dict")
+                or not isinstance(layout.get("entries"), list)):
+            raise FormatError(f"{self.path}: '/probe' attribute 'inputs' is not a probe-inputs "
+                              "layout (docs/format.md)")
+        return layout
+
+    @_guarded
+    def probe_inputs(self) -> np.ndarray | tuple | dict | None:
+        """The probe inputs as they were given to the recorder: one array, a tuple or a dict
+        of arrays, (N, ...) each; None when the file keeps only their checksum and shape."""
+        layout = self.probe_inputs_layout()
+        if layout is None or not layout.get("stored"):
+            return None
+        n = self.probe_size
+        if layout["structure"] == "tensor":
+            ds = self._dataset("probe/inputs", kind="iufb")
+            arrays = [ds[()]]
+        else:
+            arrays = [self._dataset(f"probe/inputs/{e['name']}", kind="iufb")[()]
+                      for e in layout["entries"]]
+        for arr, e in zip(arrays, layout["entries"]):
+            if arr.ndim == 0 or arr.shape[0] != n:
+                raise FormatError(f"{self.path}: probe input {e['name']!r} has shape "
+                                  f"{arr.shape}, but the probe set has {n} examples")
+        if layout["structure"] == "dict":
+            return {e["name"]: a for e, a in zip(layout["entries"], arrays)}
+        return tuple(arrays) if layout["structure"] == "tuple" else arrays[0]
+
     @property
     @_guarded
     def n_classes(self) -> int:

@@ -274,8 +274,9 @@ def record_experiment(cfg: ExperimentConfig, output: str | Path, *, mode: str = 
         raise ConfigError(f"probe.n = {cfg.probe.n} exceeds the {len(probe_split)} examples of the "
                           f"{cfg.probe.split} split; lower probe.n or raise dataset.n_{cfg.probe.split}")
     probe = probe_split.head(cfg.probe.n) if cfg.probe.n else probe_split
+    # the probe inputs are not stored: the config in the file rebuilds them
     recorder = Recorder(output, probe.x, probe.y, n_classes=data.n_classes, name=cfg.name,
-                        config=(file_config or cfg).to_json(), mode=mode)
+                        config=(file_config or cfg).to_json(), mode=mode, store_inputs=False)
     try:
         done = recorder.completed_runs()
         pending = [(m, s) for m, s in planned_runs(cfg) if run_id(m, s) not in done]
