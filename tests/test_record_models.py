@@ -374,3 +374,24 @@ def test_interrupted_or_abandoned_recorders_leave_valid_files_and_no_traceback(t
             f.verify()
             assert f.run_info("r").status == status and f.run_info("r").n_checkpoints == 1
         assert not (tmp_path / f"{name}.h5-journal").exists()
+
+
+def test_plain_loop_example_records_a_dict_returning_model(tmp_path):
+    """examples/plain_loop.py: two seeds of a model returning a dict, re-evaluable from the file."""
+    import importlib.util
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "plain_loop.py"
+    spec = importlib.util.spec_from_file_location("plain_loop", example)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    path = module.main(tmp_path, seeds=(0, 1), epochs=3)
+    with ExperimentFile(path) as f:
+        f.verify()
+        assert f.name == "digits_mlp" and f.run_ids() == ["seed0", "seed1"]
+        for run in f.run_ids():
+            info = f.run_info(run)
+            assert info.status == "complete" and info.n_checkpoints == 4
+            nll = f.metrics(run)["train_nll"]
+            assert nll[3] < nll[1]
+            assert (f.outputs(run)[-1].argmax(1) == f.probe_targets()).mean() > 0.7  # learned (chance: 0.1)
+    assert module.reevaluate(path, "seed1") < 1e-6
