@@ -7,7 +7,8 @@ The package follows the pipeline, one subpackage per stage::
 
 Library entry points (each CLI subcommand has one):
 
-- :class:`trajviz.Recorder` records outputs on a probe set from any PyTorch training loop;
+- :class:`trajviz.Recorder` records outputs on a probe set from any PyTorch training loop
+  (Lightning and Hugging Face callbacks: :mod:`trajviz.integrations`, optional extras);
 - :func:`trajviz.record_experiment` runs a config (``trajviz record``);
 - :func:`trajviz.load_config` reads a TOML experiment config;
 - :class:`trajviz.ExperimentFile` reads a trajviz file, :func:`trajviz.summarize` summarizes it

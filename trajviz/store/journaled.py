@@ -98,6 +98,7 @@ class JournaledWriter:
         self._f = None
         self._session = WriteSession(self.path, durable=durable)
         self._closed = False
+        self._pid = os.getpid()
         _OPEN_WRITERS.add(self)
 
     def _create_file(self, skeleton: Callable[[h5py.File], None],
@@ -294,7 +295,10 @@ class JournaledWriter:
 
     def _close_quietly(self) -> None:
         """Close without waiting and without raising: for a writer its owner left open (at
-        interpreter exit, or when it is garbage-collected)."""
+        interpreter exit, or when it is garbage-collected). A process forked from the owner's
+        leaves the owner's writer alone."""
+        if os.getpid() != getattr(self, "_pid", None):
+            return
         try:
             self.close(wait=False)
         except BaseException as exc:  # nothing to raise to: the owner is gone
