@@ -65,3 +65,32 @@ def test_probe_larger_than_split_is_refused(tmp_path, tiny_dict):
     with pytest.raises(ConfigError, match="probe.n = 61 exceeds the 60 examples"):
         record_experiment(config_from_dict(tiny_dict), tmp_path / "a.h5")
     assert not (tmp_path / "a.h5").exists()
+
+
+@pytest.mark.parametrize("split, n", [("valid", 30), ("train", 0)])
+def test_probe_outputs_are_the_nets_softmax_on_the_probe_rows(tmp_path, tiny_dict, split, n):
+    """The probe outputs come from the forward pass of their split (its first n rows, or all
+    of it): they are each net's softmax on exactly those inputs, at every checkpoint."""
+    import torch
+
+    from trajviz.data import load_dataset
+    from trajviz.training.nets import mlp_module
+
+    tiny_dict.update(seeds=[0, 1])
+    tiny_dict["pretrain"].update(methods=["none"])
+    tiny_dict["probe"] = {"split": split, "n": n}
+    tiny_dict["record"] = {"params": "all"}
+    cfg = config_from_dict(tiny_dict)
+    out = record_experiment(cfg, tmp_path / "a.h5")
+    rows = load_dataset(cfg.dataset).split(split).x
+    x = torch.as_tensor(rows[:n] if n else rows)
+    with ExperimentFile(out) as f:
+        for rid in f.run_ids():
+            traj = f.params(rid, "trajectory")
+            for t in range(f.outputs(rid).shape[0]):
+                state = {k: torch.as_tensor(v[t]) for k, v in traj.items()}
+                model = mlp_module([x.shape[1], 16, 16, 2])
+                model.load_state_dict(state)
+                with torch.no_grad():
+                    expected = torch.softmax(model(x), -1).numpy()
+                np.testing.assert_allclose(f.outputs(rid, t), expected, rtol=0, atol=2e-6)

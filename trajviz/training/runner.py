@@ -104,14 +104,30 @@ def nll_and_error(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, 
 @torch.no_grad()
 def evaluate(net: StackedMLP, x: torch.Tensor, y: torch.Tensor, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """Mean NLL and classification error of every net on (x, y): two (K,) arrays."""
+    nll, err, _ = evaluate_and_probe(net, x, y, 0, batch)
+    return nll, err
+
+
+@torch.no_grad()
+def evaluate_and_probe(net: StackedMLP, x: torch.Tensor, y: torch.Tensor, n_probe: int,
+                       batch: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`evaluate` on (x, y) and :func:`probabilities` of its first ``n_probe`` rows from
+    the same forward pass (the probe set is a split's first rows, so a checkpoint needs no
+    forward pass of its own for it): (K,), (K,) and (K, n_probe, C) float32."""
     total_nll = torch.zeros(net.n_nets, dtype=torch.float64, device=x.device)
     total_err = torch.zeros_like(total_nll)
+    parts = []
     for start in range(0, x.shape[0], batch):
-        nll, err = nll_and_error(net.logits(x[start:start + batch]), y[start:start + batch])
+        logits = net.logits(x[start:start + batch])
+        nll, err = nll_and_error(logits, y[start:start + batch])
         total_nll += nll.double()
         total_err += err.double()
+        if start < n_probe:
+            parts.append(torch.softmax(logits[:, :n_probe - start].float(), -1).cpu())
     n = max(x.shape[0], 1)
-    return (total_nll / n).cpu().numpy(), (total_err / n).cpu().numpy()
+    probs = (torch.cat(parts, dim=1).numpy() if parts
+             else np.zeros((net.n_nets, 0, net.sizes[-1]), dtype=np.float32))
+    return (total_nll / n).cpu().numpy(), (total_err / n).cpu().numpy(), probs
 
 
 @torch.no_grad()
@@ -283,7 +299,7 @@ def record_experiment(cfg: ExperimentConfig, output: str | Path, *, mode: str = 
         if done:
             log.info("resuming: %d runs complete, %d to do", len(done), len(pending))
         tensors = {name: _tensors(data.split(name), device, dtype) for name in SPLITS}
-        probe_x = torch.as_tensor(probe.x, dtype=dtype, device=device)
+        probe_rows = (cfg.probe.split, len(probe))  # the probe set: that split's first rows
         sizes = layer_sizes(data.n_inputs, cfg.model.depth, cfg.model.width, data.n_classes)
         # Batches are cut from the planned runs, not the pending ones, and a batch with any
         # run pending is retrained whole (its complete runs are not rewritten): a net's numbers
@@ -302,7 +318,7 @@ def record_experiment(cfg: ExperimentConfig, output: str | Path, *, mode: str = 
                 recorder.store.delete_resume_state(key)
         for i, (method, seeds) in enumerate(batches):
             log.info("batch %d/%d: %s, seeds %s", i + 1, len(batches), method, list(seeds))
-            _train_batch(cfg, method, list(seeds), sizes, tensors, probe_x, recorder, device, dtype,
+            _train_batch(cfg, method, list(seeds), sizes, tensors, probe_rows, recorder, device, dtype,
                          progress, done=done)
     finally:
         recorder.close()
@@ -349,7 +365,7 @@ def _saved_state(recorder: Recorder, ids: list[str], done: Set[str], cfg: Experi
 
 
 def _train_batch(cfg: ExperimentConfig, method: str, seeds: list[int], sizes: list[int],
-                 tensors: dict, probe_x: torch.Tensor, recorder: Recorder, device: torch.device,
+                 tensors: dict, probe_rows: tuple[str, int], recorder: Recorder, device: torch.device,
                  dtype: torch.dtype, progress: bool, done: Set[str] = frozenset()) -> None:
     """Train one batch of nets; runs named in ``done`` train along but are not recorded.
 
@@ -385,10 +401,13 @@ def _train_batch(cfg: ExperimentConfig, method: str, seeds: list[int], sizes: li
     def checkpoint(step: int, epoch: float) -> None:
         nonlocal n_checkpoints
         metrics = {}
-        for split in SPLITS:
-            nll, err = evaluate(net, *tensors[split])
+        probs = np.zeros((len(seeds), 0, sizes[-1]), dtype=np.float32)
+        for split in SPLITS:  # the probe outputs come from the forward pass of their split
+            n_probe = probe_rows[1] if split == probe_rows[0] else 0
+            nll, err, p = evaluate_and_probe(net, *tensors[split], n_probe)
             metrics[f"{split}_nll"], metrics[f"{split}_error"] = nll, err
-        probs = probabilities(net, probe_x)
+            if n_probe:
+                probs = p
         writes: list[Callable[[], None]] = []  # run on the writer thread, in one transaction
         for k, run in enumerate(runs):
             if not alive[k]:
