@@ -72,3 +72,53 @@ def test_findings_decided_by_a_test_show_their_p_value(tmp_path):
     data = json.loads(js.read_text())["findings"]
     assert data[0]["p_value"] == 0.002 and data[0]["alpha"] == 0.05 and data[0]["lo"] is None
     assert data[2]["value_text"].startswith("none: 6")
+
+
+# --------------------------------------------------------------------------- README's table
+
+
+def _findings_json(tmp_path):
+    from trajviz.reproduce.report import ReportMeta, write_report
+
+    results = [_res("F1a", REPRODUCED, 0.5, 0.1, 0.9),
+               _res("F3", INCONCLUSIVE, math.nan, math.nan, math.nan, notes=["no overlap"]),
+               _res("F6b", INCONCLUSIVE, 0.2, math.nan, math.nan, notes=["no interval: ..."])]
+    write_report(results, ReportMeta(profile="quick", command="c", version="0"), tmp_path)
+    return tmp_path / "findings.json"
+
+
+def test_readme_table_states_what_findings_json_holds(tmp_path, capsys):
+    from trajviz.cli import main
+    from trajviz.reproduce.report import readme_table
+
+    path = _findings_json(tmp_path)
+    table = readme_table(json.loads(path.read_text()))
+    lines = table.splitlines()
+    assert lines[0].startswith("| finding | claim |") and len(lines) == 5
+    assert "| F1a | claim F1a | stat F1a | +0.5 [+0.1, +0.9] | pp | +0.44 | **reproduced** |" in table
+    assert "(p = 0.002)" in readme_table({"findings": [
+        {**json.loads(path.read_text())["findings"][0], "p_value": 0.002, "alpha": 0.05}]})
+    assert "| F3 |" in table and "| n/a |" in table and "+0.2 [no interval]" in table
+    assert main(["report", "readme-table", str(path)]) == 0
+    assert capsys.readouterr().out == table
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- findings-table: old -->\n| old |\n<!-- /findings-table -->\nafter\n")
+    assert main(["report", "readme-table", str(path), "--readme", str(readme), "-q"]) == 0
+    text = readme.read_text()
+    assert text.startswith("intro\n<!-- findings-table: written by") and text.endswith(
+        table + "<!-- /findings-table -->\nafter\n")
+    # errors: one line, nothing written
+    readme.write_text("no markers\n")
+    assert main(["report", "readme-table", str(path), "--readme", str(readme), "-q"]) == 1
+    assert readme.read_text() == "no markers\n"
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    assert main(["report", "readme-table", str(bad), "-q"]) == 1
+    bad.write_text('{"x": 1}')
+    assert main(["report", "readme-table", str(bad), "-q"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(e.startswith("trajviz report: error:") for e in err)
+    out = tmp_path / "t.md"
+    assert main(["report", "readme-table", str(path), "-o", str(out), "-q"]) == 0
+    assert out.read_text() == table
+    assert main(["report", "readme-table", str(path), "-o", str(out), "-q"]) == 1  # no overwrite

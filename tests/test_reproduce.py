@@ -149,8 +149,10 @@ def test_report_has_all_ten_findings(tiny):
     for fid in FINDINGS:
         assert f"| {fid} |" in md
     assert "<table>" in (out / "report.html").read_text()
-    # F1's value is recomputed from the stored errors by the same contrast
-    assert res.findings[0].n_runs == 12
+    # F2 uses every run of the depth study; F1 needs a setting deeper than 2 layers and says so
+    byid = {f.id: f for f in res.findings}
+    assert byid["F2"].n_runs == 12
+    assert not byid["F1a"].available and "compares 2 hidden layers" in byid["F1a"].notes[0]
 
 
 def test_resume_records_nothing_when_complete(tiny, tmp_path):
@@ -176,7 +178,7 @@ def test_resume_adds_only_missing_runs(tiny, tmp_path):
     path = copy / "results" / "depth" / "depth1.h5"
     with ExperimentFile(path) as f:
         old = f.outputs("none-seed0")
-    res = reproduce(profile="quick", only="F1", output=copy, studies_dir=more, n_boot=100,
+    res = reproduce(profile="quick", only="F2", output=copy, studies_dir=more, n_boot=100,
                     figures=False)
     assert {s.status for s in res.settings} == {"recorded"}
     with ExperimentFile(path) as f:
@@ -282,3 +284,26 @@ def test_changed_selection_refuses_to_mix_runs(tmp_path):
     with pytest.raises(ConfigError, match="train.lr = 0.5, but the study now gives 0.25"):
         reproduce(profile="quick", only="F1", output=out, studies_dir=studies, n_boot=50,
                   figures=False)
+
+
+def test_every_point_value_lies_inside_its_interval_or_the_finding_says_why(tiny):
+    """Over all findings of a real (tiny) reproduction: a finding with an interval contains its
+    point value; one without says why in its notes. The same for the per-row intervals of the
+    details tables (written 'value [lo, hi]')."""
+    import re
+
+    _, out, _ = tiny
+    found = json.loads((out / "findings.json").read_text())["findings"]
+    assert found
+    row_ci = re.compile(r"^([+-][\d.e+-]+) \[([+-][\d.e+-]+), ([+-][\d.e+-]+)\]$")
+    for r in found:
+        if r["lo"] is not None and r["hi"] is not None:
+            assert r["lo"] <= r["value"] <= r["hi"], r["id"]
+        else:
+            assert r["notes"], f"{r['id']} gives no interval and no reason"
+        for row in r["details"]:
+            for cell in row.values():
+                m = row_ci.match(str(cell))
+                if m:
+                    v, lo, hi = map(float, m.groups())
+                    assert lo <= v <= hi, (r["id"], cell)

@@ -20,7 +20,7 @@ from trajviz.errors import TrajvizError
 
 #: subcommand modules, in the order ``--help`` lists them
 COMMANDS = ["record", "info", "config", "plot", "data", "sweep", "reproduce", "project",
-            "divergence", "landscape"]
+            "divergence", "landscape", "report"]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

@@ -105,7 +105,7 @@ def reproduce(*, profile: str = "quick", only: str | Sequence[str] | None = None
         if s.status in ("recorded", "complete") and s.seconds:
             key = f"training {s.study}/{s.setting}" + (" (earlier)" if s.status == "complete" else "")
             seconds[key], cpu[key] = s.seconds, s.cpu_seconds
-    if "landscape" in [s.name for s in plan] and "F9" in ids:
+    if "landscape" in [s.name for s in plan] and any(i.startswith("F9") for i in ids):
         from trajviz.reproduce.landscape import run_scans
 
         with clock("landscape scans"):

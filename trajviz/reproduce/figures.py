@@ -324,7 +324,7 @@ def interactive_landscape(ctx: FigureContext, path: Path) -> Path:
 #: F10's parts; the embeddings are shown with the first
 F10 = ("F10a", "F10b", "F10c", "F10d")
 FIGURES: list[FigureSpec] = [
-    FigureSpec("depth_boxplots", "depth", ("F1", "F2"),
+    FigureSpec("depth_boxplots", "depth", ("F1a", "F1b", "F2"),
                "Test error vs depth, with and without pre-training (box: quartiles; whiskers: "
                "1.5 IQR; dots: outlying seeds).", fig_depth_boxplots),
     FigureSpec("error_histograms", "depth", ("F2",),
@@ -339,16 +339,16 @@ FIGURES: list[FigureSpec] = [
     FigureSpec("size_errors", "size", ("F4",),
                "Test error vs training-set size (mean, 95% error bars over seeds).",
                fig_size_errors),
-    FigureSpec("width_errors", "width", ("F6",),
+    FigureSpec("width_errors", "width", ("F6a", "F6b", "F6c"),
                "Test error vs layer width (mean, 95% error bars over seeds).", fig_width_errors),
     FigureSpec("hist_table", "hist", ("F7",),
                "Histogram initialization vs uniform init and pre-training.", fig_hist_table),
     FigureSpec("partial_bars", "partial", ("F8",),
                "Partial pre-training (median, IQR bars, seeds as dots).", fig_partial_bars),
-    FigureSpec("landscape_scans", "landscape", ("F9",),
+    FigureSpec("landscape_scans", "landscape", ("F9a", "F9b", "F9c"),
                "Training NLL along 7 unit stochastic-gradient directions around the final "
                "parameters of each run.", fig_landscape),
-    FigureSpec("landscape_interactive", "landscape", ("F9",),
+    FigureSpec("landscape_interactive", "landscape", ("F9a", "F9b", "F9c"),
                "The same scans, interactive: hover a curve for its run and direction; click a "
                "legend entry to hide it.", interactive_landscape, "html"),
     FigureSpec("trajectories_tsne", "trajectories", F10,

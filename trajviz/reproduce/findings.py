@@ -29,9 +29,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from trajviz.errors import ConfigError
-from trajviz.reproduce.statistics import (INCONCLUSIVE, MAX_NAN_FRACTION, NOT_REPRODUCED, REPRODUCED,  # noqa: F401
+from trajviz.reproduce.statistics import (INCONCLUSIVE, iqr, MAX_NAN_FRACTION, NOT_REPRODUCED, REPRODUCED,  # noqa: F401
                                 VERDICTS, Cells, bootstrap,
                                 bootstrap_interval, curves_on_grid, log_mean_ratio,
+                                log_iqr_ratio, log_mean_contrast, log_median_contrast,
                                 log_sd_ratio, log_total_variance_ratio, mean_curve_gap, median_contrast,
                                 same_cost_grid, total_variance, verdict)
 
@@ -89,8 +90,8 @@ class Finding:
 
 
 def _result(f: "Finding", cells: Cells, stat: Callable[[Cells], float], seed: int,
-            n_boot: int) -> FindingResult:
-    ci = bootstrap_interval(stat, cells, n_boot=n_boot, seed=seed)
+            n_boot: int, blocks: Mapping[str, np.ndarray] | None = None) -> FindingResult:
+    ci = _interval(stat, cells, seed, n_boot, blocks)
     res = FindingResult(id=f.id, claim=f.claim, statistic=f.statistic, unit=f.unit,
                         delta=f.delta, value=ci.value, lo=ci.lo, hi=ci.hi,
                         verdict=verdict(ci.lo, ci.hi, f.delta), reference=f.reference,
@@ -100,7 +101,34 @@ def _result(f: "Finding", cells: Cells, stat: Callable[[Cells], float], seed: in
                          "or no overlap to compare)")
     elif ci.reason:
         res.notes.append(f"interval: {ci.reason}")
+    if blocks is not None:
+        res.notes.append("paired design (runs of one seed share initial weights and example "
+                         "order across methods): the interval resamples whole seeds")
     return res
+
+
+def _interval(stat: Callable[[Cells], float], cells: Cells, seed: int, n_boot: int,
+              blocks: Mapping[str, np.ndarray] | None = None) -> Any:
+    """The bootstrap interval of a finding (or of one row of its details). An interval that
+    does not contain its own point value (a statistic biased under resampling by more than its
+    standard error) is not given: lo = hi = NaN, and the reason says why."""
+    import dataclasses
+
+    ci = bootstrap_interval(stat, cells, n_boot=n_boot, seed=seed, blocks=blocks)
+    if np.isfinite(ci.lo) and np.isfinite(ci.hi) and not ci.lo <= ci.value <= ci.hi:
+        ci = dataclasses.replace(
+            ci, lo=math.nan, hi=math.nan, method="",
+            reason=f"no interval: the {ci.method} interval [{ci.lo:+.3g}, {ci.hi:+.3g}] does "
+                   f"not contain the point value ({ci.reason or 'biased resamples'})")
+    return ci
+
+
+def _ci_text(ci: Any) -> str:
+    if not np.isfinite(ci.value):
+        return "n/a"
+    if not (np.isfinite(ci.lo) and np.isfinite(ci.hi)):
+        return f"{ci.value:+.3g} [no interval]"
+    return f"{ci.value:+.3g} [{ci.lo:+.3g}, {ci.hi:+.3g}]"
 
 
 # --------------------------------------------------------------------------- data access helpers
@@ -154,29 +182,72 @@ def _diverged_note(results: Any, settings: Sequence[str]) -> list[str]:
     return [f"{n} run(s) diverged (NaN loss); their error is the one selected before diverging"] if n else []
 
 
+def _blocks(results: Any, keys: Mapping[str, tuple[str, str]]) -> dict[str, np.ndarray] | None:
+    """cell -> the seeds of its error values, when any of the cells' settings is a paired
+    design (runs of one seed not independent across methods); None for independent nets."""
+    paired = getattr(results, "paired", None)
+    if paired is None or not any(paired(s) for s, _ in keys.values()):
+        return None
+    return {k: results.error_seeds(s, m) for k, (s, m) in keys.items()}
+
+
 def _pp_finding(f: Finding, results: Any, weights: dict[tuple[str, str], float], seed: int,
-                n_boot: int) -> FindingResult:
-    cells = {f"{m}@{s}": results.errors(s, m) for (s, m) in weights}
-    stat = median_contrast({f"{m}@{s}": w for (s, m), w in weights.items()})
-    return _result(f, cells, stat, seed, n_boot)
+                n_boot: int, log_scale: bool = False) -> FindingResult:
+    """A contrast of cell medians (``log_scale``: of log medians, a relative difference)."""
+    keys = {f"{m}@{s}": (s, m) for (s, m) in weights}
+    cells = {k: results.errors(s, m) for k, (s, m) in keys.items()}
+    w = {f"{m}@{s}": x for (s, m), x in weights.items()}
+    stat = log_median_contrast(w) if log_scale else median_contrast(w)
+    return _result(f, cells, stat, seed, n_boot, _blocks(results, keys))
+
+
+def _row_interval(results: Any, weights: dict[tuple[str, str], float], seed: int, n_boot: int,
+                  log_scale: bool = False) -> Any:
+    """The interval of one row's contrast (e.g. one depth), as :func:`_pp_finding` would."""
+    keys = {f"{m}@{s}": (s, m) for (s, m) in weights}
+    cells = {k: results.errors(s, m) for k, (s, m) in keys.items()}
+    w = {f"{m}@{s}": x for (s, m), x in weights.items()}
+    stat = log_median_contrast(w) if log_scale else median_contrast(w)
+    return _interval(stat, cells, seed, n_boot, _blocks(results, keys))
 
 
 # --------------------------------------------------------------------------- F1-F10
 
 
-def _f1(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingResult:
-    r = res["depth"]
+def _depth_two_and_deepest(r: Any) -> tuple[dict[str, Any], str, str]:
+    """The depth study's settings by depth, its 2-layer setting and its deepest (F1)."""
     depth = _by_value(r, "model.depth")
-    shallow = min(depth, key=depth.get)
+    two = [s for s in depth if depth[s] == 2]
     deep = max(depth, key=depth.get)
-    for s in (shallow, deep):
+    if not two or depth[deep] <= 2:
+        raise ConfigError(f"study {r.name!r}: F1 compares 2 hidden layers with deeper nets; the "
+                          f"study has depths {', '.join(map(str, sorted(depth.values())))}")
+    for s in (two[0], deep):
         _need(r, s, (NONE, SDAE))
-    out = _pp_finding(f, r, {(deep, NONE): 1, (shallow, NONE): -1, (deep, SDAE): -1,
-                             (shallow, SDAE): 1}, seed, n_boot)
+    return depth, two[0], deep
+
+
+def _f1_details(out: FindingResult, r: Any, depth: Mapping[str, Any], two: str, deep: str) -> None:
     order = sorted(depth, key=depth.get)
     out.details = _error_rows(r, order, (NONE, SDAE), "hidden layers", depth)
-    out.notes += [f"contrast of {depth[deep]} vs {depth[shallow]} hidden layers"]
+    out.notes.append(f"{depth[deep]} vs {depth[two]} hidden layers")
     out.notes += _diverged_note(r, order)
+
+
+def _f1a(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingResult:
+    r = res["depth"]
+    depth, two, deep = _depth_two_and_deepest(r)
+    out = _pp_finding(f, r, {(deep, NONE): 1, (two, NONE): -1}, seed, n_boot)
+    _f1_details(out, r, depth, two, deep)
+    return out
+
+
+def _f1b(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingResult:
+    r = res["depth"]
+    depth, two, deep = _depth_two_and_deepest(r)
+    out = _pp_finding(f, r, {(deep, NONE): 1, (two, NONE): -1, (deep, SDAE): -1,
+                             (two, SDAE): 1}, seed, n_boot)
+    _f1_details(out, r, depth, two, deep)
     return out
 
 
@@ -184,19 +255,29 @@ def _f2(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingRe
     r = res["depth"]
     depth = _by_value(r, "model.depth")
     order = sorted(depth, key=depth.get)
-    cells, pairs = {}, []
+    keys, pairs = {}, []
     for s in order:
         _need(r, s, (NONE, SDAE))
-        cells[f"none@{s}"], cells[f"sdae@{s}"] = r.errors(s, NONE), r.errors(s, SDAE)
+        keys[f"none@{s}"], keys[f"sdae@{s}"] = (s, NONE), (s, SDAE)
         pairs.append((f"none@{s}", f"sdae@{s}"))
+    cells = {k: r.errors(s, m) for k, (s, m) in keys.items()}
     resolution = max(r.error_resolution(s) for s in order)
-    out = _result(f, cells, log_sd_ratio(pairs, resolution), seed, n_boot)
-    out.details = [{"hidden layers": depth[s],
-                    "none: SD of test error %": f"{np.std(cells[f'none@{s}'], ddof=1):.3f}",
-                    "sdae: SD of test error %": f"{np.std(cells[f'sdae@{s}'], ddof=1):.3f}",
-                    "none: max %": f"{np.max(cells[f'none@{s}']):.2f}",
-                    "sdae: max %": f"{np.max(cells[f'sdae@{s}']):.2f}"} for s in order]
-    out.notes.append(f"SDs floored by the test set's resolution ({resolution:.3f} pp / sqrt 12)")
+    out = _result(f, cells, log_iqr_ratio(pairs, resolution), seed, n_boot, _blocks(r, keys))
+    out.details = []
+    for s, (a, b) in zip(order, pairs):
+        sub = {a: cells[a], b: cells[b]}
+        ci = _interval(log_iqr_ratio([(a, b)], resolution), sub, seed, n_boot,
+                       _blocks(r, {a: keys[a], b: keys[b]}))
+        out.details.append({
+            "hidden layers": depth[s],
+            "none: IQR of test error %": f"{iqr(cells[a], resolution):.3f}",
+            "sdae: IQR of test error %": f"{iqr(cells[b], resolution):.3f}",
+            "log(IQR none / IQR sdae) [95% CI]": _ci_text(ci),
+            "verdict": verdict(ci.lo, ci.hi, f.delta),
+            "none: max %": f"{np.max(cells[a]):.2f}" if len(cells[a]) else "-",
+            "sdae: max %": f"{np.max(cells[b]):.2f}" if len(cells[b]) else "-"})
+    out.notes.append(f"IQRs floored by the test set's resolution ({resolution:.3f} pp: "
+                     "1.349 x resolution / sqrt 12 in quadrature)")
     return out
 
 
@@ -247,6 +328,12 @@ def _f3(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingRe
     return out
 
 
+def _benefit(r: Any, s: str) -> str:
+    """log(median error without / with pre-training) of one setting: its relative benefit."""
+    a, b = np.median(r.errors(s, NONE)), np.median(r.errors(s, SDAE))
+    return f"{math.log(a / b):+.3f}" if a > 0 and b > 0 else "-"
+
+
 def _f4(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingResult:
     r = res["size"]
     size = _by_value(r, "dataset.n_train")
@@ -256,13 +343,12 @@ def _f4(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingRe
     for s in (small, large):
         _need(r, s, (NONE, SDAE))
     out = _pp_finding(f, r, {(small, NONE): 1, (small, SDAE): -1, (large, NONE): -1,
-                             (large, SDAE): 1}, seed, n_boot)
+                             (large, SDAE): 1}, seed, n_boot, log_scale=True)
     order = sorted(size, key=size.get)
     out.details = _error_rows(r, order, (NONE, SDAE), "training examples", size)
     for row, s in zip(out.details, order):
-        row["benefit (none - sdae), pp"] = (
-            f"{np.median(r.errors(s, NONE)) - np.median(r.errors(s, SDAE)):+.2f}")
-    out.notes.append(f"benefit at {size[small]} minus benefit at {size[large]} training examples")
+        row["relative benefit log(none / sdae)"] = _benefit(r, s)
+    out.notes.append(f"relative benefit at {size[small]} minus at {size[large]} training examples")
     return out
 
 
@@ -288,27 +374,56 @@ def _f5(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingRe
     return out
 
 
-def _f6(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingResult:
-    r = res["width"]
+def _width_ends(r: Any) -> tuple[dict, dict, list[tuple[int, str, str]]]:
+    """(width, depth, [(depth, narrowest setting, widest setting)]) of the width study."""
     width, depth = _by_value(r, "model.width"), _by_value(r, "model.depth")
-    depths = sorted(set(depth.values()))
-    weights: dict[tuple[str, str], float] = {}
-    for d in depths:
+    ends = []
+    for d in sorted(set(depth.values())):
         ss = [s for s in width if depth[s] == d]
         narrow, wide = min(ss, key=width.get), max(ss, key=width.get)
+        if narrow == wide:
+            raise ConfigError(f"study {r.name!r}: depth {d} has a single width; F6 compares the "
+                              "narrowest with the widest layers")
         for s in (narrow, wide):
             _need(r, s, (NONE, SDAE))
-        w = 1.0 / len(depths)
-        weights.update({(wide, NONE): w, (wide, SDAE): -w, (narrow, NONE): -w, (narrow, SDAE): w})
-    out = _pp_finding(f, r, weights, seed, n_boot)
-    order = sorted(width, key=lambda s: (depth[s], width[s]))
-    label = {s: f"{depth[s]} x {width[s]}" for s in order}
-    out.details = _error_rows(r, order, (NONE, SDAE), "layers x units", label)
-    for row, s in zip(out.details, order):
-        row["benefit (none - sdae), pp"] = (
-            f"{np.median(r.errors(s, NONE)) - np.median(r.errors(s, SDAE)):+.2f}")
-    out.notes.append("benefit at the widest minus benefit at the narrowest layers, averaged over depths")
-    return out
+        ends.append((d, narrow, wide))
+    return width, depth, ends
+
+
+def _f6(part: str) -> Callable[..., FindingResult]:
+    """F6a: relative benefit at the widest minus at the narrowest layers; F6b: pre-training
+    hurts the narrowest (log(error with / without) > 0); F6c: it helps the widest."""
+
+    def weights(narrow: str, wide: str, w: float) -> dict[tuple[str, str], float]:
+        return {"a": {(wide, NONE): w, (wide, SDAE): -w, (narrow, NONE): -w, (narrow, SDAE): w},
+                "b": {(narrow, SDAE): w, (narrow, NONE): -w},
+                "c": {(wide, NONE): w, (wide, SDAE): -w}}[part]
+
+    def compute(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingResult:
+        r = res["width"]
+        width, depth, ends = _width_ends(r)
+        total: dict[tuple[str, str], float] = {}
+        for _, narrow, wide in ends:
+            total.update(weights(narrow, wide, 1.0 / len(ends)))
+        out = _pp_finding(f, r, total, seed, n_boot, log_scale=True)
+        order = sorted(width, key=lambda s: (depth[s], width[s]))
+        label = {s: f"{depth[s]} x {width[s]}" for s in order}
+        out.details = _error_rows(r, order, (NONE, SDAE), "layers x units", label)
+        for row, s in zip(out.details, order):
+            row["relative benefit log(none / sdae)"] = _benefit(r, s)
+        for d, narrow, wide in ends:
+            ci = _row_interval(r, weights(narrow, wide, 1.0), seed, n_boot, log_scale=True)
+            out.details.append({"layers x units": f"{d} layers: this part",
+                                "relative benefit log(none / sdae)": _ci_text(ci),
+                                "verdict": verdict(ci.lo, ci.hi, f.delta)})
+        what = {"a": "relative benefit at the widest minus at the narrowest layers",
+                "b": "log(error with / without pre-training) at the narrowest layers",
+                "c": "log(error without / with pre-training) at the widest layers"}[part]
+        out.notes.append(f"{what}, averaged over depths " + ", ".join(
+            f"{d} ({width[n]} vs {width[w]} units)" for d, n, w in ends))
+        return out
+
+    return compute
 
 
 def _f7(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingResult:
@@ -359,14 +474,66 @@ def _f8(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingRe
     return out
 
 
-def _f9(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingResult:
-    from trajviz.reproduce.landscape import flatness_cells
+def _f9(part: str) -> Callable[..., FindingResult]:
+    """F9a: flatter with pre-training along unit-norm stochastic-gradient directions (the
+    studies'); F9b: the same along filter-normalized directions (scale-invariant); F9c: flatter
+    for deeper nets (filter-normalized: unit-norm curvature falls with the parameter count)."""
 
-    r = res["landscape"]
-    cells, pairs, details, notes = flatness_cells(r, seed=seed)
-    out = _result(f, cells, log_mean_ratio(pairs), seed, n_boot)
-    out.details, out.notes = details, out.notes + notes
-    return out
+    def compute(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingResult:
+        from trajviz.reproduce.landscape import curvature_cells
+
+        r = res["landscape"]
+        cv = curvature_cells(r)
+        kind = "sgd" if part == "a" else "filter"
+        if kind not in cv.cells:
+            raise ConfigError(f"the landscape scans hold no {kind!r} directions; add "
+                              f"{kind!r} to the study's scan directions")
+        cells, seeds = cv.cells[kind], cv.seeds[kind]
+        order = sorted(cv.depth, key=cv.depth.get)
+        paired = any(getattr(r, "paired", lambda s: False)(s) for s in order)
+        if part in ("a", "b"):
+            w = {}
+            for s in order:
+                w[f"none@{s}"], w[f"sdae@{s}"] = 1.0 / len(order), -1.0 / len(order)
+        else:
+            if len(order) < 2:
+                raise ConfigError("F9c compares depths; the landscape study has one")
+            lo, hi = order[0], order[-1]
+            w = {f"none@{lo}": 0.5, f"sdae@{lo}": 0.5, f"none@{hi}": -0.5, f"sdae@{hi}": -0.5}
+        sub = {k: cells[k] for k in w}
+        out = _result(f, sub, log_mean_contrast(w), seed, n_boot,
+                      {k: seeds[k] for k in w} if paired else None)
+        rows = []
+        for s in order:
+            row: dict[str, Any] = {"hidden layers": cv.depth[s]}
+            for k in ("sgd", "filter"):
+                if k not in cv.cells:
+                    continue
+                a, b = f"none@{s}", f"sdae@{s}"
+                ca = {a: cv.cells[k][a], b: cv.cells[k][b]}
+                ci = _interval(log_mean_contrast({a: 1.0, b: -1.0}), ca, seed, n_boot,
+                               {x: cv.seeds[k][x] for x in ca} if paired else None)
+                name = "unit-norm sgd" if k == "sgd" else "filter-normalized"
+                row[f"{name}: curvature none / sdae"] = f"{_ms(ca[a])} / {_ms(ca[b])}"
+                row[f"{name}: log ratio [95% CI]"] = _ci_text(ci)
+                row[f"{name}: verdict"] = verdict(ci.lo, ci.hi, f.delta)
+            row["train NLL at theta none / sdae"] = (f"{cv.nll[s]['none']:.3f} / "
+                                                     f"{cv.nll[s]['sdae']:.3f}")
+            rows.append(row)
+        out.details = rows
+        out.notes.append(f"curvature: 2nd derivative of a least-squares quadratic fit of training "
+                         f"NLL on |alpha| <= {cv.radius[kind]:g} along {kind} directions, mean "
+                         "over a run's directions")
+        if part == "c":
+            out.notes.append(f"{cv.depth[order[0]]} vs {cv.depth[order[-1]]} hidden layers, "
+                             "averaged over both methods")
+        return out
+
+    return compute
+
+
+def _ms(v: np.ndarray) -> str:
+    return f"{np.mean(v):.3g}" if len(v) else "-"
 
 
 def _f10(part: str) -> Callable[..., FindingResult]:
@@ -384,41 +551,61 @@ PP = "percentage points"
 #: level of F10's tests (trajviz.trajectories.separation.ALPHA); F10c's rule uses shares of
 #: bootstrap resamples instead (docs/findings.md)
 ALPHA_F10 = 0.05
+LOG = "log ratio"
 FINDINGS: dict[str, Finding] = {f.id: f for f in [
-    Finding("F1", "Without pre-training, test error rises with depth, faster than with pre-training.",
-            "(median error without - with pre-training) at the deepest minus at the shallowest net",
-            PP, 0.2, ("depth",), "+0.44 (MNIST, 4 vs 1 layers, medians of 400 seeds, [A])", _f1),
-    Finding("F2", "Pre-training makes the result robust to the seed: lower variance across seeds.",
-            "mean over depths of log(SD of test error without / with pre-training)",
-            "log ratio", math.log(1.1), ("depth",),
-            "about +0.55 from the IQRs of [A] (depths 1-4; the studies give IQRs, not SDs)", _f2),
+    Finding("F1a", "Without pre-training, test error rises with depth beyond 2 hidden layers.",
+            "median error without pre-training at the deepest net minus at 2 hidden layers",
+            PP, 0.2, ("depth",), "+0.40 (MNIST, 4 vs 2 layers, medians of 400 seeds, [A])", _f1a),
+    Finding("F1b", "... and faster than with pre-training (depth x pre-training interaction).",
+            "(median error without - with pre-training) at the deepest net minus at 2 hidden "
+            "layers", PP, 0.2, ("depth",), "+0.45 (MNIST, 4 vs 2 layers, [A])", _f1b),
+    Finding("F2", "Pre-training makes the result robust to the seed: less spread across seeds.",
+            "mean over depths of log(IQR of test error without / with pre-training)",
+            LOG, math.log(1.1), ("depth",), "+0.55 from the IQRs of [A] (depths 1-4)", _f2),
     Finding("F3", "At the same training NLL, pre-trained nets reach a lower test NLL.",
             "mean gap in log test NLL (without - with pre-training) at equal log train NLL, "
             "averaged over depths", "log NLL", 0.02, ("depth",),
             "no number; positive in [J]'s figure (1-3 layers, MNIST)", _f3),
     Finding("F4", "Pre-training helps most for small training sets.",
-            "pre-training benefit (median error without - with) at the smallest minus at the "
-            "largest training set", PP, 0.2, ("size",), "no number given in [J]", _f4),
+            "relative benefit log(median error without / with pre-training) at the smallest "
+            "minus at the largest training set", LOG, math.log(1.1), ("size",),
+            "no number given in [J]", _f4),
     Finding("F5", "Pre-training acts as a regularizer: final functions vary less.",
             "mean over depths of log(total variance of final probe outputs without / with "
             "pre-training)",
-            "log ratio", math.log(1.1), ("depth",),
+            LOG, math.log(1.1), ("depth",),
             "no number; pre-trained nets end in a smaller region in [J]'s embeddings", _f5),
-    Finding("F6", "Pre-training helps wide layers and hurts small ones.",
-            "pre-training benefit at the widest minus at the narrowest layer width, averaged over "
-            "depths", PP, 0.2, ("width",),
-            "+2.52 (1 layer, 800 vs 25 units), +2.0 (2 layers), +1.47 (3 layers), MNIST, [J]", _f6),
+    Finding("F6a", "Pre-training helps wide layers more than narrow ones.",
+            "relative benefit log(median error without / with) at the widest minus at the "
+            "narrowest layers, averaged over depths", LOG, math.log(1.1), ("width",),
+            "+0.62 (MNIST, 800 vs 25 units, mean of 1-3 layers, [J])", _f6("a")),
+    Finding("F6b", "Pre-training hurts narrow layers.",
+            "log(median error with / without pre-training) at the narrowest layers, averaged "
+            "over depths", LOG, math.log(1.1), ("width",),
+            "+0.34 (MNIST, 25 units, mean of 1-3 layers, [J])", _f6("b")),
+    Finding("F6c", "Pre-training helps wide layers.",
+            "log(median error without / with pre-training) at the widest layers, averaged over "
+            "depths", LOG, math.log(1.1), ("width",),
+            "+0.28 (MNIST, 800 units, mean of 1-3 layers, [J])", _f6("c")),
     Finding("F7", "Histogram init (marginal conditioning) does not explain the benefit.",
             "median error with histogram init minus with pre-training, averaged over depths",
             PP, 0.2, ("hist",), "+0.43 (1-2 layers, means, MNIST, [J])", _f7),
     Finding("F8", "Pre-training the lower layers matters more than the upper ones.",
             "median error with only the second layer pre-trained minus with only the first",
             PP, 0.2, ("partial",), "+0.28 (1.72 vs 1.44, 2 layers, MNIST, [A])", _f8),
-    Finding("F9", "The error landscape is flatter around pre-trained nets' final parameters.",
-            "mean over depths of log(curvature without / with pre-training), curvature of a "
-            "quadratic fit of training NLL along stochastic-gradient directions",
-            "log ratio", math.log(1.1), ("landscape",),
-            "no number; [J]'s scans show it at 2-3 layers, not clearly at 1", _f9),
+    Finding("F9a", "The error landscape is flatter around pre-trained nets' final parameters.",
+            "mean over depths of log(mean curvature without / with pre-training) of training NLL "
+            "along unit-norm stochastic-gradient directions (the studies' directions)",
+            LOG, math.log(1.1), ("landscape",),
+            "no number; [J]'s scans show it at 2-3 layers, not clearly at 1", _f9("a")),
+    Finding("F9b", "... also by a scale-invariant measure.",
+            "as F9a along filter-normalized random directions (Li et al. 2018), whose curvature "
+            "does not change when a layer's weights are rescaled", LOG, math.log(1.1),
+            ("landscape",), "no number (not measured by the studies)", _f9("b")),
+    Finding("F9c", "The error landscape is flatter for deeper nets.",
+            "log(mean curvature at the shallowest / at the deepest net), filter-normalized "
+            "directions, averaged over both methods", LOG, math.log(1.1), ("landscape",),
+            "no number; in [J]'s scans the NLL rises less around deeper nets", _f9("c")),
     Finding("F10a", "In function space, pre-trained and random-init nets start apart: separable "
             "after pre-training, before fine-tuning.",
             "leave-one-out k-NN group accuracy at checkpoint 0 (after pre-training, before "
@@ -441,23 +628,25 @@ FINDINGS: dict[str, Finding] = {f.id: f for f in [
             _f10("end_region")),
 ]}
 
-
-#: ids that stand for several findings: F10 is checked in four parts
-GROUPS = {"F10": ("F10a", "F10b", "F10c", "F10d")}
+#: ids that stand for several findings (a claim tested in parts)
+GROUPS = {"F1": ("F1a", "F1b"), "F6": ("F6a", "F6b", "F6c"), "F9": ("F9a", "F9b", "F9c"),
+          "F10": ("F10a", "F10b", "F10c", "F10d")}
 
 
 def parse_only(text: str | None) -> list[str]:
-    """``"F1,F10"`` -> ["F1", "F10a", "F10b", "F10c", "F10d"] (F10 stands for its four parts);
+    """``"F1,F10"`` -> ["F1a", "F1b", "F10a", "F10b", "F10c", "F10d"] (a claim tested in parts
+    stands for its parts);
     None or "" -> every finding. Unknown ids raise."""
     if not text:
         return list(FINDINGS)
-    ids = [t.strip().upper().replace("F10A", "F10a").replace("F10B", "F10b")
-           .replace("F10C", "F10c").replace("F10D", "F10d") for t in text.split(",") if t.strip()]
+    known = {k.upper(): k for k in (*FINDINGS, *GROUPS)}
+    ids = [known.get(t.strip().upper(), t.strip()) for t in text.split(",") if t.strip()]
     ids = [x for i in ids for x in GROUPS.get(i, (i,))]
     unknown = [i for i in ids if i not in FINDINGS]
     if unknown or not ids:
         raise ConfigError(f"--only {text!r}: unknown finding {unknown[0] if unknown else '(none)'}; "
-                          f"choose from {', '.join(FINDINGS)} (F10: all four parts)")
+                          f"choose from {', '.join(FINDINGS)} (or "
+                          f"{', '.join(f'{g} for {chr(47).join(p)}' for g, p in GROUPS.items())})")
     return [i for i in FINDINGS if i in ids]
 
 

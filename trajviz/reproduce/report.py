@@ -285,3 +285,56 @@ def write_report(results: Sequence[FindingResult], meta: ReportMeta, out_dir: st
                               "designs": list(meta.designs), "selection": list(meta.selection)},
                              indent=2))
     return [md, page, js]
+
+
+# --------------------------------------------------------------------------- README's table
+
+#: the lines that enclose the findings table in README.md (the table between them is written by
+#: ``trajviz report readme-table FINDINGS --readme README.md``, never by hand)
+README_BEGIN = "<!-- findings-table: written by `trajviz report readme-table {source} --readme README.md`; do not edit by hand -->"
+README_END = "<!-- /findings-table -->"
+
+
+def finding_from_dict(d: Mapping[str, Any]) -> FindingResult:
+    """A :class:`FindingResult` back from its ``findings.json`` entry (nulls become NaN)."""
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(FindingResult)}
+    kw = {}
+    for k, v in d.items():
+        if k not in fields:
+            continue
+        kw[k] = math.nan if v is None and fields[k].type in ("float", float) else v
+    return FindingResult(**kw)
+
+
+def readme_table(findings: Mapping[str, Any]) -> str:
+    """The README's findings table (Markdown) from a stored ``findings.json`` (as loaded): one
+    row per finding with its claim, statistic, value (with its interval, or p-value), unit,
+    studies' value and verdict, formatted as the report formats them."""
+    from trajviz.errors import FormatError
+
+    try:
+        rows = [finding_from_dict(r) for r in findings["findings"]]
+    except (KeyError, TypeError) as exc:
+        raise FormatError(f"not a findings.json of trajviz reproduce ({type(exc).__name__}: "
+                          f"{exc})") from None
+    out = ["| finding | claim | statistic | value | unit | studies' value | verdict |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        cells = [r.id, r.claim, r.statistic, format_value(r), r.unit, r.reference or "-",
+                 f"**{r.verdict}**"]
+        out.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def update_readme(readme: str, table: str, source: str) -> str:
+    """``readme`` with the block between :data:`README_BEGIN` and :data:`README_END` replaced
+    by ``table``; ValueError if the markers are missing."""
+    begin = README_BEGIN.format(source=source)
+    i = readme.find("<!-- findings-table:")
+    j = readme.find(README_END)
+    if i < 0 or j < i:
+        raise ValueError("the README has no findings-table block (a line starting with "
+                         f"'<!-- findings-table:' and a line {README_END!r})")
+    return readme[:i] + begin + "\n" + table + readme[j:]

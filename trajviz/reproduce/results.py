@@ -85,6 +85,18 @@ class StudyResults:
         vals = np.array([r.test_error if which == "selected" else r.final_test_error for r in runs])
         return vals[np.isfinite(vals)]
 
+    def error_seeds(self, setting: str, method: str, which: str = "selected") -> np.ndarray:
+        """The seeds of the values :meth:`errors` returns, in the same order."""
+        runs = sorted(self.select(setting, method), key=lambda r: r.seed)
+        vals = np.array([r.test_error if which == "selected" else r.final_test_error for r in runs])
+        return np.array([r.seed for r in runs], dtype=np.int64)[np.isfinite(vals)]
+
+    def paired(self, setting: str) -> bool:
+        """Whether the runs of one seed share initial weights and example order across methods
+        in this setting (``pretrain.shared_init``; files recorded before the key existed were
+        paired)."""
+        return bool(self.configs.get(setting, {}).get("pretrain", {}).get("shared_init", True))
+
     def error_resolution(self, setting: str) -> float:
         """Smallest step of a test error on this setting's test set, in % (100 / n_test)."""
         n = self.n_test.get(setting, 0)

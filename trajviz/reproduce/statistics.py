@@ -409,3 +409,71 @@ class _quiet_nanmean:
 
     def __exit__(self, *exc):
         self._w.__exit__(*exc)
+
+
+#: IQR of a normal distribution in units of its SD (2 x 0.6745)
+IQR_PER_SD = 1.3490
+
+
+def iqr(values: np.ndarray, resolution: float = 0.0) -> float:
+    """Inter-quartile range of ``values`` (numpy's linear quantiles), floored by the values'
+    quantization: ``sqrt(IQR^2 + (1.349 * resolution / sqrt 12)^2)``, the IQR of the rounding
+    noise of a normal added in quadrature, so a cell of equal values is not log(0)."""
+    if len(values) < 2:
+        return math.nan
+    q1, q3 = np.percentile(values, [25, 75])
+    floor = IQR_PER_SD * resolution / math.sqrt(12.0)
+    return math.sqrt(float(q3 - q1) ** 2 + floor ** 2)
+
+
+def log_iqr_ratio(pairs: Sequence[tuple[str, str]], resolution: float = 0.0) -> Callable[[Cells], float]:
+    """Mean over (a, b) pairs of log(IQR(a) / IQR(b)) (:func:`iqr`, floored): a robust ratio of
+    spreads, as the studies' IQRs (F2)."""
+
+    def stat(cells: Cells) -> float:
+        logs = []
+        for a, b in pairs:
+            ia, ib = iqr(cells[a], resolution), iqr(cells[b], resolution)
+            if not (ia > 0 and ib > 0):
+                return math.nan
+            logs.append(math.log(ia / ib))
+        return float(np.mean(logs))
+
+    return stat
+
+
+def log_median_contrast(weights: Mapping[str, float]) -> Callable[[Cells], float]:
+    """sum_k weights[k] * log(median(cells[k])): a contrast of log medians, i.e. of relative
+    differences (log error ratios; F4, F6). Undefined (NaN) if a median is not positive."""
+
+    def stat(cells: Cells) -> float:
+        total = 0.0
+        for k, w in weights.items():
+            v = cells[k]
+            if len(v) == 0:
+                return math.nan
+            m = float(np.median(v))
+            if not m > 0:
+                return math.nan
+            total += w * math.log(m)
+        return total
+
+    return stat
+
+
+def log_mean_contrast(weights: Mapping[str, float]) -> Callable[[Cells], float]:
+    """sum_k weights[k] * log(mean(cells[k])) for positive per-run values (F9's curvatures)."""
+
+    def stat(cells: Cells) -> float:
+        total = 0.0
+        for k, w in weights.items():
+            v = cells[k]
+            if len(v) == 0:
+                return math.nan
+            m = float(np.mean(v))
+            if not m > 0:
+                return math.nan
+            total += w * math.log(m)
+        return total
+
+    return stat
