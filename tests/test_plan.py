@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -62,6 +64,22 @@ def _counts(plan):
                     s.eval_examples) for s in plan.settings}
 
 
+def test_selection_runs_are_counted(studies, tmp_path):
+    """A study that selects per condition trains its grid points on the selection seeds first:
+    the plan counts them in a row of their own, before the setting's."""
+    (studies / "depth.toml").write_text(STUDY.replace(
+        "[base]", '[select]\nseeds = [7, 8]\ngrid = { "train.lr" = [0.1, 0.3], "pretrain.lr" = [0.01, 0.1] }\n\n[base]'))
+    plan = plan_reproduction(only="F5", output=tmp_path / "out", studies_dir=studies, devices=())
+    rows = {s.key: s for s in plan.settings}
+    assert list(rows) == ["depth/depth1 (select)", "depth/depth1", "depth/depth2 (select)",
+                          "depth/depth2"]
+    sel = rows["depth/depth2 (select)"]
+    # none tries 2 points (pretrain.* does not vary for it), sdae 2 x 2; 2 seeds each
+    assert sel.runs == (2 + 4) * 2 and sel.net_epochs == (2 + 4) * 2 * 5
+    assert sel.pretrain_layer_epochs == 4 * 2 * 2 * 3
+    assert rows["depth/depth2"].runs == 6  # the training itself, as without selection
+
+
 def test_counts_match_the_study_file(studies, tmp_path):
     plan = plan_reproduction(only="F5", output=tmp_path / "out", studies_dir=studies, devices=())
     # 3 seeds x 2 methods = 6 runs; 120 / 20 = 6 updates per epoch; pre-training: 120 / 40 = 3
@@ -81,10 +99,12 @@ def test_finished_runs_in_results_and_shards_are_not_counted(studies, tmp_path):
     st = load_studies(studies, "quick")["depth"]
     depth1, depth2 = st.setting("depth1"), st.setting("depth2")
     record_experiment(depth1.config, result_path(results, depth1))          # all of depth1
-    chunk = depth2.config.replace(seeds=[0, 1])                              # depth2's first batch
-    shard = shard_path(results, depth2, [0, 1])
-    shard.parent.mkdir(parents=True)
-    record_experiment(chunk, shard)
+    for method in ("none", "sdae"):                                          # depth2's first batch
+        chunk = depth2.config.replace(seeds=[0, 1])
+        chunk = chunk.replace(pretrain=dataclasses.replace(chunk.pretrain, methods=[method]))
+        shard = shard_path(results, depth2, method, [0, 1])
+        shard.parent.mkdir(parents=True, exist_ok=True)
+        record_experiment(chunk, shard)
     plan = plan_reproduction(only="F5", output=tmp_path / "out", studies_dir=studies, devices=())
     counts = _counts(plan)
     assert counts["depth/depth1"] == (0, 0, 0, 0, 0, 0)
@@ -145,8 +165,7 @@ def test_medium_profile_lies_between_quick_and_full():
     per_net = {s.key: s.updates // s.nets for s in plan.settings}
     assert per_net["depth/depth4"] >= 100_000  # 4 layers without pre-training need many updates
     quick, medium, full = (_totals(p) for p in ("quick", "medium", "full"))
-    for key in ("updates", "pretrain_layer_epochs"):
-        assert quick[key] < medium[key] < full[key] / 50
+    assert quick["updates"] < medium["updates"] < full["updates"] / 50
 
 
 def test_medium_without_mnist_refuses_in_one_line(tmp_path, monkeypatch, capsys):

@@ -5,6 +5,7 @@ Ray. One Ray instance (2 CPUs) is shared by the module: starting Ray is the slow
 from __future__ import annotations
 
 import _thread
+import dataclasses
 import json
 import sys
 import threading
@@ -22,10 +23,15 @@ from trajviz.reproduce.studies import load_studies, result_path
 from trajviz.store import ExperimentFile
 from trajviz.training.runner import record_experiment
 
-# nets_per_batch = 1: every seed is a batch, so each setting is 3 chunks (3 Ray tasks)
+# nets_per_batch = 1: every seed is a batch, so each setting is 3 chunks per method (6 Ray tasks);
+# per-condition model selection first (2 grid points x 2 methods x 2 settings: 8 Ray tasks)
 STUDY = """\
 study = "depth"
 findings = ["F5"]
+
+[select]
+seeds = [1000]
+grid = { "train.lr" = [0.1, 0.3] }
 
 [base]
 seeds = [0, 1, 2]
@@ -56,7 +62,7 @@ set = { "dataset.name" = "digits", "dataset.n_train" = 100, "dataset.n_valid" = 
 [profiles.full]
 set = {}
 """
-N_CHUNKS = 6
+N_CHUNKS = 12
 
 
 @pytest.fixture(scope="module")
@@ -100,10 +106,11 @@ def counting_chunk(marks: str, config_json: str, shard: str) -> None:
 
 
 def slow_chunk(config_json: str, shard: str) -> None:
-    """record_chunk; every chunk but depth1's first then lingers, so an interruption that comes
-    once the first shard is back finds the others unfinished."""
+    """record_chunk; every training chunk but depth1's first then lingers, so an interruption
+    that comes once the first shard is back finds the others unfinished."""
     record_chunk(config_json, shard)
-    if not Path(shard).stem.endswith("depth1--seeds0-0"):
+    key = Path(shard).stem
+    if not key.startswith("select--") and not key.endswith("depth1--none--seeds0-0"):
         time.sleep(4)
 
 
@@ -136,7 +143,8 @@ def test_ray_gives_the_numbers_of_a_run_without_ray(ray_instance, studies, plain
     _assert_same_results(out, plain)
     assert not (out / "results" / SHARDS).exists()  # gathered, then removed
     with ExperimentFile(out / "results" / "depth" / "depth2.h5") as f:  # one file per setting
-        assert f.run_attrs("sdae-seed2")["source_shard"] == "depth--depth2--seeds2-2.h5"
+        assert f.run_attrs("sdae-seed2")["source_shard"] == "depth--depth2--sdae--seeds2-2.h5"
+    assert (out / "results" / "depth" / "select" / "depth2.json").exists()
 
 
 def test_an_interrupted_ray_run_redoes_no_finished_chunk(ray_instance, studies, plain, tmp_path):
@@ -175,13 +183,19 @@ def test_a_run_without_ray_keeps_the_shards_of_an_interrupted_ray_run(studies, p
     out = tmp_path / "out"
     results = out / "results"
     setting = load_studies(studies, "quick")["depth"].setting("depth2")
-    shard = shard_path(results, setting, [1])
+    shard = shard_path(results, setting, "none", [1])
     shard.parent.mkdir(parents=True)
-    record_experiment(setting.config.replace(seeds=[1]), shard)
-    assert merge_shards(setting, results) == 2  # none-seed1, sdae-seed1
+    # the run at the point the selection will choose (the plain run's stored choice)
+    chosen = json.loads((plain / "results" / "depth" / "select" / "depth2.json").read_text())
+    lr = chosen["methods"]["none"]["chosen"]["train.lr"]
+    cfg = setting.config.replace(seeds=[1])
+    cfg = cfg.replace(train=dataclasses.replace(cfg.train, lr=lr),
+                      pretrain=dataclasses.replace(cfg.pretrain, methods=["none"]))
+    record_experiment(cfg, shard)
+    assert merge_shards(setting, results) == 1  # none-seed1
     assert not shard.exists()
     with ExperimentFile(result_path(results, setting)) as f:
-        assert sorted(f.run_ids()) == ["none-seed1", "sdae-seed1"]
+        assert f.run_ids() == ["none-seed1"]
     reproduce(only="F5", studies_dir=studies, output=out, figures=False, n_boot=200)
     _assert_same_results(out, plain)
 

@@ -7,8 +7,10 @@ any run missing is retrained whole (a net's last bits depend on its batch). Chun
 the same boundaries (a chunk is one or more whole batches), so a chunk recorded on its own gives
 the numbers of the same runs recorded in one process.
 
-Finished runs live in the setting's result file and, while a distributed reproduction is under
-way or was interrupted, in chunk shards under ``results/shards/``. Torch-free.
+A chunk holds one pre-training method's runs (a study that selects hyper-parameters per
+condition trains each method at its own point, :mod:`trajviz.reproduce.selection`). Finished runs
+live in the setting's result file and, while a distributed reproduction is under way or was
+interrupted, in chunk shards under ``results/shards/``. Torch-free.
 """
 
 from __future__ import annotations
@@ -47,13 +49,14 @@ def chunk_seeds(setting: Setting, chunk: int | None = None) -> list[list[int]]:
     return [seeds[i:i + size] for i in range(0, len(seeds), size)]
 
 
-def chunk_key(setting: Setting, seeds: list[int]) -> str:
-    """A chunk's name, unique in a reproduction and safe as a file name."""
-    return f"{setting.study}--{setting.id}--seeds{seeds[0]}-{seeds[-1]}"
+def chunk_key(setting: Setting, method: str, seeds: list[int]) -> str:
+    """A chunk's name (one method's runs of some seeds of a setting), unique in a reproduction
+    and safe as a file name."""
+    return f"{setting.study}--{setting.id}--{method}--seeds{seeds[0]}-{seeds[-1]}"
 
 
-def shard_path(results_dir: str | Path, setting: Setting, seeds: list[int]) -> Path:
-    return Path(results_dir) / SHARDS / f"{chunk_key(setting, seeds)}.h5"
+def shard_path(results_dir: str | Path, setting: Setting, method: str, seeds: list[int]) -> Path:
+    return Path(results_dir) / SHARDS / f"{chunk_key(setting, method, seeds)}.h5"
 
 
 def setting_shards(results_dir: str | Path, setting: Setting) -> list[Path]:
@@ -61,7 +64,7 @@ def setting_shards(results_dir: str | Path, setting: Setting) -> list[Path]:
     folder = Path(results_dir) / SHARDS
     if not folder.is_dir():
         return []
-    return sorted(folder.glob(f"{setting.study}--{setting.id}--seeds*.h5"))
+    return sorted(folder.glob(f"{setting.study}--{setting.id}--*.h5"))
 
 
 def finished_runs(setting: Setting, results_dir: str | Path) -> set[str]:

@@ -6,9 +6,12 @@ one batch of ``engine.nets_per_batch`` seeds per chunk by default), and every ch
 are not all finished becomes one job of the sweep machinery's Ray engine
 (:func:`trajviz.sweep.engines._run_ray`: retries, a worker's shard returned as bytes, so no shared
 filesystem is needed). Each returned shard is written atomically to
-``results/shards/<study>--<setting>--seeds<a>-<b>.h5`` as its task finishes; once the tasks are
+``results/shards/<study>--<setting>--<method>--seeds<a>-<b>.h5`` as its task finishes; once the tasks are
 done, each setting's shards are gathered (:func:`trajviz.store.gather`) into its result file,
-the same ``results/<study>/<setting>.h5`` a run without Ray writes, and deleted.
+the same ``results/<study>/<setting>.h5`` a run without Ray writes, and deleted. A study that
+selects hyper-parameters per condition (:mod:`trajviz.reproduce.selection`) first sends its
+selection runs as tasks of their own (one per grid point of each condition), written to the
+selection files a run without Ray writes; the conditions then choose exactly as without Ray.
 
 Interrupted (Ctrl-C, a lost driver), a re-run skips every chunk whose shard is on disk or whose
 runs are in the result file: no finished chunk is redone. Chunks are whole batches, so a chunk
@@ -30,8 +33,8 @@ from pathlib import Path
 from typing import Iterable
 
 from trajviz.config import ExperimentConfig, config_from_dict
-from trajviz.reproduce.chunks import (chunk_key, chunk_seeds, expected_runs, finished_in, run_id,
-                                      setting_shards, shard_path, SHARDS)
+from trajviz.reproduce.chunks import (SHARDS, chunk_key, chunk_seeds, expected_runs, finished_in,
+                                      run_id, setting_shards, shard_path)
 from trajviz.reproduce.run import SettingRun
 from trajviz.reproduce.studies import Setting, Study, result_path
 
@@ -118,20 +121,65 @@ def merge_shards(setting: Setting, results_dir: str | Path) -> int:
     return len(taken)
 
 
-def _chunks_to_run(setting: Setting, results_dir: Path, chunk: int | None):
-    """(seeds, key) of the chunks of ``setting`` with a run finished neither in the result file
-    nor in the chunk's own shard; and the number of chunks skipped."""
-    cfg = setting.config
-    assert cfg is not None
+def _selection_jobs(study: Study, setting: Setting, results_dir: Path) -> list[tuple[str, ExperimentConfig, Path]]:
+    """(key, config, selection file) of every selection grid point of ``setting`` whose runs
+    are not all finished (:mod:`trajviz.reproduce.selection`)."""
+    from trajviz.reproduce.selection import _scores, _selection_config, point_name, selection_file
+
+    plan = study.select
+    if plan is None:
+        return []
+    out = []
+    assert setting.config is not None
+    for method in setting.config.pretrain.methods:
+        for point in plan.points(method):
+            path = selection_file(results_dir, study, setting, method, point)
+            if _scores(path, plan.seeds, method) is None:
+                key = f"select--{study.name}--{setting.id}--{method}--{point_name(point)}"
+                out.append((key, _selection_config(setting, method, point, plan.seeds), path))
+    return out
+
+
+def _chunk_jobs(study: Study, setting: Setting, results_dir: Path, chunk: int | None,
+                progress: bool) -> tuple[list[tuple[str, ExperimentConfig]], list[str]]:
+    """(key, config) of every chunk of ``setting`` with a run finished neither in the result file
+    nor in the chunk's shard, and the keys of the chunks skipped. Each method trains at its own
+    config (the selected point, when the study selects: by then every selection file is done)."""
+    from trajviz.reproduce.run import method_configs
+
+    configs = method_configs(study, setting, results_dir, progress=progress)
     in_file = finished_in(result_path(results_dir, setting))
-    todo, skipped = [], 0
-    for seeds in chunk_seeds(setting, chunk):
-        runs = {run_id(m, s) for m in cfg.pretrain.methods for s in seeds}
-        if runs <= in_file or runs <= _shard_finished(shard_path(results_dir, setting, seeds)):
-            skipped += 1
-            continue
-        todo.append(seeds)
+    todo, skipped = [], []
+    for method, cfg in configs.items():
+        for seeds in chunk_seeds(setting, chunk):
+            key = chunk_key(setting, method, seeds)
+            runs = {run_id(method, s) for s in seeds}
+            if runs <= in_file or runs <= _shard_finished(
+                    shard_path(results_dir, setting, method, seeds)):
+                skipped.append(key)
+            else:
+                todo.append((key, cfg.replace(seeds=list(seeds))))
     return todo, skipped
+
+
+def _run_jobs(jobs: list[tuple[str, ExperimentConfig]], folder: Path, task, address: str,
+              workers: int | None, retries: int, progress: bool, what: str) -> dict[str, str]:
+    """Run (key, config) jobs on Ray into ``folder/<key>.h5``; key -> ``"ran"`` or ``"failed: ..."``."""
+    from trajviz.sweep import SweepJob
+    from trajviz.sweep.engines import FAILED, _run_ray, _Tracker
+
+    if not jobs:
+        return {}
+    folder.mkdir(parents=True, exist_ok=True)
+    sweep_jobs = [SweepJob(index=i, key=key, label="", point={}, seed=cfg.seeds[0], config=cfg)
+                  for i, (key, cfg) in enumerate(jobs)]
+    log.info("Ray: %d %s tasks", len(jobs), what)
+    tracker = _Tracker(len(jobs), progress)
+    try:
+        outcomes = _run_ray(sweep_jobs, folder, task, address, workers, retries, tracker, gpus=True)
+    finally:
+        tracker.close()
+    return {o.job.key: (f"failed: {o.error}" if o.status == FAILED else "ran") for o in outcomes}
 
 
 def run_missing_ray(studies: Iterable[Study], results_dir: str | Path, address: str, *,
@@ -139,71 +187,77 @@ def run_missing_ray(studies: Iterable[Study], results_dir: str | Path, address: 
                     progress: bool = False, task=record_chunk) -> tuple[list[SettingRun], dict[str, str]]:
     """Record every missing chunk of ``studies`` on Ray, then gather each setting's results.
 
+    Two rounds of tasks: first the model-selection runs of the studies that select per
+    condition (each grid point of each condition one task, written to its selection file), then,
+    with every condition's point chosen as a run without Ray chooses it, the chunks (one
+    method's runs of one batch of seeds each).
+
     ``address``: ``"local"`` (a private Ray instance of ``workers`` CPUs), ``"auto"`` or
     ``"HOST:PORT"``. ``chunk``: seeds per chunk (rounded up to whole batches; default one batch).
-    ``task``: what a chunk runs (tests substitute one that counts). Returns the settings (as
-    :func:`~trajviz.reproduce.run.run_missing` does) and each chunk's fate by key: ``"ran"``,
+    ``task``: what a task runs (tests substitute one that counts). Returns the settings (as
+    :func:`~trajviz.reproduce.run.run_missing` does) and each task's fate by key: ``"ran"``,
     ``"skipped"`` (finished before) or ``"failed: <error>"``. Raises
-    :class:`~trajviz.sweep.SweepError` naming the chunks that failed after ``retries`` extra
+    :class:`~trajviz.sweep.SweepError` naming the tasks that failed after ``retries`` extra
     attempts, once everything that finished is gathered.
     """
-    from trajviz.sweep import SweepError, SweepJob
-    from trajviz.sweep.engines import FAILED, _run_ray, _Tracker
+    from trajviz.sweep import SweepError
+    from trajviz.sweep.engines import _connect_ray
 
     results_dir = Path(results_dir)
     studies = list(studies)
-    jobs: list[SweepJob] = []
+    trained = [(st, s) for st in studies for s in st.settings if s.source is None]
     fates: dict[str, str] = {}
-    trained: list[Setting] = []
-    out: list[SettingRun] = []
-    for study in studies:
-        for setting in study.settings:
-            if setting.source is not None:
-                continue
-            trained.append(setting)
-            todo, _ = _chunks_to_run(setting, results_dir, chunk)
-            for seeds in chunk_seeds(setting, chunk):
-                fates[chunk_key(setting, seeds)] = "skipped"
-            for seeds in todo:
-                key = chunk_key(setting, seeds)
-                jobs.append(SweepJob(index=len(jobs), key=key, label="", point={}, seed=seeds[0],
-                                     config=setting.config.replace(seeds=list(seeds))))
-                fates[key] = "ran"
-    log.info("%d chunks to run on Ray (%s), %d finished before", len(jobs), address,
-             sum(f == "skipped" for f in fates.values()))
-    shards = results_dir / SHARDS
-    shards.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    if jobs:
-        tracker = _Tracker(len(jobs), progress)
-        try:
-            outcomes = _run_ray(jobs, shards, task, address, workers, retries, tracker, gpus=True)
-        finally:
-            tracker.close()
-        for o in outcomes:
-            if o.status == FAILED:
-                fates[o.job.key] = f"failed: {o.error}"
-    seconds = time.perf_counter() - t0
-    for setting in trained:
-        merge_shards(setting, results_dir)
+    ray, started = _connect_ray(address, workers)  # one instance for both rounds
+    try:
+        # round 1: model selection
+        selection = [job for st, s in trained for job in _selection_jobs(st, s, results_dir)]
+        scratch = results_dir / SHARDS / "select"
+        fates.update(_run_jobs([(k, c) for k, c, _ in selection], scratch, task, address,
+                               workers, retries, progress, "model-selection"))
+        for key, _, path in selection:
+            if fates.get(key) == "ran":
+                path.parent.mkdir(parents=True, exist_ok=True)
+                (scratch / f"{key}.h5").replace(path)
+        failed = sorted(k for k, f in fates.items() if f.startswith("failed"))
+        if failed:
+            raise SweepError(f"{len(failed)} model-selection tasks failed on Ray (retried "
+                             f"{retries} times): {', '.join(failed)}; {fates[failed[0]]}; rerun "
+                             "the same command to retry them")
+        # round 2: the chunks, at each condition's chosen point
+        jobs: list[tuple[str, ExperimentConfig]] = []
+        for st, s in trained:
+            todo, skipped = _chunk_jobs(st, s, results_dir, chunk, progress)
+            jobs += todo
+            fates.update({k: "skipped" for k in skipped})
+        fates.update(_run_jobs(jobs, results_dir / SHARDS, task, address, workers, retries,
+                               progress, "training"))
+    finally:
+        if started:
+            ray.shutdown()
+    for _, s in trained:
+        merge_shards(s, results_dir)
+    out: list[SettingRun] = []
     for study in studies:
         for setting in study.settings:
             path = result_path(results_dir, setting)
             if setting.source is not None:
                 out.append(SettingRun(study.name, setting.id, path, "reused", 0.0, 0))
                 continue
-            n = len(expected_runs(setting))
-            ran = any(fates.get(chunk_key(setting, s)) == "ran" for s in chunk_seeds(setting, chunk))
-            out.append(SettingRun(study.name, setting.id, path, "recorded on Ray" if ran else "complete",
-                                  0.0, n))
-    try:
-        shards.rmdir()  # empty once every shard is gathered
-    except OSError:
-        pass
+            prefix = f"{setting.study}--{setting.id}--"
+            ran = any(f == "ran" for k, f in fates.items() if k.startswith(prefix))
+            out.append(SettingRun(study.name, setting.id, path,
+                                  "recorded on Ray" if ran else "complete", 0.0,
+                                  len(expected_runs(setting))))
+    for folder in (results_dir / SHARDS / "select", results_dir / SHARDS):
+        try:
+            folder.rmdir()  # empty once everything is gathered
+        except OSError:
+            pass
     failed = sorted(k for k, f in fates.items() if f.startswith("failed"))
     if failed:
         raise SweepError(f"{len(failed)} of {len(jobs)} chunks failed on Ray (retried {retries} "
                          f"times): {', '.join(failed)}; {fates[failed[0]]}; the others are "
                          "gathered, rerun the same command to retry these")
-    log.info("Ray: %d chunks in %.1f s", len(jobs), seconds)
+    log.info("Ray: done in %.1f s", time.perf_counter() - t0)
     return out, fates

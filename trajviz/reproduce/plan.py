@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from trajviz.config import ExperimentConfig, parse_method
-from trajviz.reproduce.chunks import batches_to_train, expected_runs, finished_runs
+from trajviz.reproduce.chunks import finished_in, finished_runs, run_id
 from trajviz.reproduce.studies import Setting, Study, load_studies, result_path
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,9 @@ CALIBRATION_BYTES = {"cpu": 48 << 20, "cuda": 2 << 30}
 #: seconds each calibration measurement runs for, at least
 CALIBRATION_SECONDS = 0.02
 EVAL_BATCH = 4096  # trajviz.training.runner.evaluate's batch
+#: config keys that change no count of the plan (grid points differing only in these cost alike)
+COST_FREE_KEYS = {"train.lr", "train.l2", "pretrain.lr", "pretrain.corruption", "pretrain.rbm_lr",
+                  "pretrain.cd_k", "pretrain.hist_bins"}
 
 
 @dataclass
@@ -60,6 +63,7 @@ class SettingPlan:
     pretrain_epochs: int = 0
     pretrain_updates_per_epoch: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    parts: list["SettingPlan"] = field(default_factory=list)  # a selection row: its grid points
 
     @property
     def key(self) -> str:
@@ -93,16 +97,16 @@ class ReproducePlan:
 
     def format(self) -> str:
         """The plan as a table, a totals line and the estimate."""
-        head = (f"{'study/setting':<24} {'runs':>7} {'net-epochs':>11} {'updates':>15} "
+        head = (f"{'study/setting':<26} {'runs':>7} {'net-epochs':>11} {'updates':>15} "
                 f"{'pre-train layer-epochs':>22}" + "".join(f" {'est. s (' + d + ')':>16}"
                                                             for d in self.devices))
         lines = [f"plan: profile {self.profile}, findings {','.join(self.findings)}, "
                  f"results in {self.results_dir}", head]
         for s in self.settings:
-            lines.append(f"{s.key:<24} {s.runs:>7,} {s.net_epochs:>11,} {s.updates:>15,} "
+            lines.append(f"{s.key:<26} {s.runs:>7,} {s.net_epochs:>11,} {s.updates:>15,} "
                          f"{s.pretrain_layer_epochs:>22,}"
                          + "".join(f" {s.seconds.get(d, float('nan')):>16,.0f}" for d in self.devices))
-        lines.append(f"{'total':<24} {int(self.total('runs')):>7,} {int(self.total('net_epochs')):>11,} "
+        lines.append(f"{'total':<26} {int(self.total('runs')):>7,} {int(self.total('net_epochs')):>11,} "
                      f"{int(self.total('updates')):>15,} {int(self.total('pretrain_layer_epochs')):>22,}"
                      + "".join(f" {self.seconds(d):>16,.0f}" for d in self.devices))
         if not self.total("nets"):
@@ -135,13 +139,53 @@ def human(seconds: float) -> str:
 
 def setting_plan(setting: Setting, results_dir: str | Path) -> SettingPlan:
     """Count the missing work of one setting (its config must not be a reuse)."""
+    assert setting.config is not None
+    return config_plan(setting.study, setting.id, setting.config,
+                       finished_runs(setting, results_dir), result_path(Path(results_dir), setting))
+
+
+def selection_plan(study: Study, setting: Setting, results_dir: str | Path) -> SettingPlan | None:
+    """The missing model-selection runs of one setting (every grid point of every method,
+    :mod:`trajviz.reproduce.selection`), as one row whose ``parts`` are the grid points."""
+    from trajviz.reproduce.selection import _selection_config, selection_file
+
+    if study.select is None or setting.config is None:
+        return None
+    parts = []
+    fresh: dict[tuple, SettingPlan] = {}  # a grid point not yet started costs what its like do
+    for method in setting.config.pretrain.methods:
+        for point in study.select.points(method):
+            path = selection_file(Path(results_dir), study, setting, method, point)
+            like = (method,) + tuple((k, v) for k, v in point.items() if k not in COST_FREE_KEYS)
+            if not path.exists() and like in fresh:
+                parts.append(fresh[like])
+                continue
+            cfg = _selection_config(setting, method, point, study.select.seeds)
+            part = config_plan(setting.study, setting.id, cfg, finished_in(path), path)
+            if not path.exists():
+                fresh[like] = part
+            parts.append(part)
+    total = SettingPlan(study=setting.study, setting=f"{setting.id} (select)",
+                        path=str(Path(parts[0].path).parent.parent), runs=0, total_runs=0, nets=0,
+                        net_epochs=0, updates=0, pretrain_layer_epochs=0, pretrain_updates=0,
+                        eval_examples=0, parts=parts)
+    for name in ("runs", "total_runs", "nets", "net_epochs", "updates", "pretrain_layer_epochs",
+                 "pretrain_updates", "eval_examples"):
+        setattr(total, name, sum(getattr(p, name) for p in parts))
+    return total
+
+
+def config_plan(study: str, setting_id: str, cfg: ExperimentConfig, done: set[str],
+                path: Path) -> SettingPlan:
+    """Count what recording ``cfg`` into ``path`` still trains, ``done`` being its finished runs."""
     from trajviz.data import dataset_shape
 
-    cfg = setting.config
-    assert cfg is not None
-    done = finished_runs(setting, results_dir)
-    expected = expected_runs(setting)
-    batches = batches_to_train(setting, done)
+    expected = {run_id(m, s) for m in cfg.pretrain.methods for s in cfg.seeds}
+    done = set(done) & expected
+    n = cfg.engine.nets_per_batch
+    seeds = list(cfg.seeds)
+    batches = [(m, seeds[i:i + n]) for m in cfg.pretrain.methods for i in range(0, len(seeds), n)
+               if any(run_id(m, s) not in done for s in seeds[i:i + n])]
     shape = dataset_shape(cfg.dataset)
     n_train, n_valid, n_test = shape.sizes
     sizes = (shape.n_inputs,) + (cfg.model.width,) * cfg.model.depth + (shape.n_classes,)
@@ -149,18 +193,18 @@ def setting_plan(setting: Setting, results_dir: str | Path) -> SettingPlan:
     pre_per_epoch = -(-n_train // cfg.pretrain.batch_size)
     n_ckpt = _n_checkpoints(per_epoch, cfg)
     probe_n = cfg.probe.n or shape.sizes[("train", "valid", "test").index(cfg.probe.split)]
-    layers = tuple(parse_method(m).pretrained_layers(cfg.model.depth) for m, seeds in batches
-                   for _ in seeds)
+    layers = tuple(parse_method(m).pretrained_layers(cfg.model.depth) for m, b in batches
+                   for _ in b)
     nets = len(layers)
     return SettingPlan(
-        study=setting.study, setting=setting.id, path=str(result_path(Path(results_dir), setting)),
+        study=study, setting=setting_id, path=str(path),
         runs=len(expected - done), total_runs=len(expected), nets=nets,
         net_epochs=nets * cfg.train.epochs, updates=nets * cfg.train.epochs * per_epoch,
         pretrain_layer_epochs=sum(layers) * cfg.pretrain.epochs,
         pretrain_updates=sum(layers) * cfg.pretrain.epochs * pre_per_epoch,
         eval_examples=nets * n_ckpt * (n_train + n_valid + n_test + probe_n),
         sizes=sizes, batch_size=cfg.train.batch_size, pretrain_batch_size=cfg.pretrain.batch_size,
-        nets_per_batch=min(cfg.engine.nets_per_batch, len(cfg.seeds)), tied=cfg.pretrain.tied,
+        nets_per_batch=min(n, len(seeds)), tied=cfg.pretrain.tied,
         pretrained_nets_layers=layers, pretrain_epochs=cfg.pretrain.epochs,
         pretrain_updates_per_epoch=pre_per_epoch)
 
@@ -175,9 +219,15 @@ def _n_checkpoints(per_epoch: int, cfg: ExperimentConfig) -> int:
 
 
 def plan_settings(studies: Sequence[Study], results_dir: str | Path) -> list[SettingPlan]:
-    """:func:`setting_plan` of every setting of ``studies`` that trains (reuses are skipped)."""
-    return [setting_plan(s, results_dir) for st in studies for s in st.settings
-            if s.source is None]
+    """:func:`setting_plan` of every setting of ``studies`` that trains (reuses are skipped),
+    each preceded by its model selection's :func:`selection_plan` when the study selects."""
+    out = []
+    for st in studies:
+        for s in st.settings:
+            if s.source is None:
+                sel = selection_plan(st, s, results_dir)
+                out += ([sel] if sel is not None else []) + [setting_plan(s, results_dir)]
+    return out
 
 
 # --------------------------------------------------------------------------- calibration
@@ -306,6 +356,8 @@ class Calibration:
 
     def estimate(self, p: SettingPlan) -> float:
         """Estimated seconds of one setting's missing work on this device."""
+        if p.parts:
+            return sum(self.estimate(part) for part in p.parts)
         if not p.nets:
             return 0.0
         sizes, k = p.sizes, p.nets_per_batch

@@ -294,6 +294,31 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
                          "`ray start --head --port=PORT`, or use --ray local") from None
 
 
+def _connect_ray(address: str, workers: int | None) -> tuple[Any, bool]:
+    """Ray, initialized: joined or started at ``address``, unless this process already did.
+    Returns the module and whether this call started it (the caller then shuts it down)."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        log.info("using the Ray instance this process already started")
+        return ray, False
+    kwargs: dict[str, Any] = {"log_to_driver": False,
+                              "logging_level": max(logging.WARNING, log.getEffectiveLevel())}
+    if address == "local":
+        kwargs.update(address="local", include_dashboard=False)
+        if workers:
+            kwargs["num_cpus"] = workers
+    else:
+        _check_reachable(address)
+        kwargs["address"] = address
+    log.info("connecting to Ray (%s)", address)
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        raise SweepError(f"--ray {address}: cannot start or join a Ray cluster: "
+                         f"{_describe(exc)}") from None
+    return ray, True
+
+
 def _run_ray(jobs: list[SweepJob], shards: Path, task: JobTask, address: str, workers: int | None,
              retries: int, tracker: _Tracker, gpus: bool = False) -> list[JobOutcome]:
     """Run jobs as Ray tasks. Ray retries a task whose worker dies (``max_retries``) or that
@@ -301,27 +326,7 @@ def _run_ray(jobs: list[SweepJob], shards: Path, task: JobTask, address: str, wo
 
     ``gpus``: when the cluster has GPUs, each task asks for one (Ray hides the GPUs from tasks
     that ask for none), so ``engine.device = "auto"`` finds it."""
-    ray = _import_ray()
-    started = False
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"log_to_driver": False,
-                                  "logging_level": max(logging.WARNING, log.getEffectiveLevel())}
-        if address == "local":
-            kwargs.update(address="local", include_dashboard=False)
-            if workers:
-                kwargs["num_cpus"] = workers
-        else:
-            _check_reachable(address)
-            kwargs["address"] = address
-        log.info("connecting to Ray (%s)", address)
-        try:
-            ray.init(**kwargs)
-        except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise SweepError(f"--ray {address}: cannot start or join a Ray cluster: "
-                             f"{_describe(exc)}") from None
-        started = True
-    else:
-        log.info("using the Ray instance this process already started")
+    ray, started = _connect_ray(address, workers)
     outcomes: dict[str, JobOutcome] = {}
     try:
         num_gpus = 1 if gpus and ray.cluster_resources().get("GPU", 0) >= 1 else 0
