@@ -96,6 +96,9 @@ def test_stopped_after_checkpoint_k_resumes_there_and_ends_bit_identical(tmp_pat
     with ExperimentFile(path) as f:  # the state's checkpoint count is each of its runs'
         for rid in meta["runs"]:
             assert f.run_info(rid).n_checkpoints == meta["n_checkpoints"]
+    from trajviz.store.summary import summarize  # what `trajviz info` prints
+
+    assert f"{', '.join(meta['runs'])} at step {meta['step']}" in summarize(path).format()
     calls = _count(monkeypatch)
     runner.record_experiment(_config(), path, mode="resume")
     assert calls["writes"] == WRITES - k  # nothing done before the stop is done again

@@ -77,6 +77,8 @@ class FileSummary:
     #: runs flagged 'diverged' (train NLL became NaN/Inf) -> the step at which they were stopped
     diverged: dict[str, int] = field(default_factory=dict)
     runs: list[RunSummary] = field(default_factory=list)
+    #: resume states of unfinished batches (docs/format.md, "Resume state"): key -> JSON state
+    resume_states: dict[str, dict] = field(default_factory=dict)
 
     def format(self, runs: bool = False) -> str:
         """A plain-text table, one line per group; ``runs``: then one line per run."""
@@ -106,6 +108,11 @@ class FileSummary:
         if self.diverged:
             lines.append("diverged (stopped, kept in the file, left out of projections): "
                          + ", ".join(f"{r} at step {s}" for r, s in self.diverged.items()))
+        if self.resume_states:
+            lines.append("unfinished batches that `trajviz record --resume` continues from their "
+                         "last checkpoint: " + "; ".join(
+                             f"{', '.join(map(str, m.get('runs') or [key]))} at step {m.get('step')}"
+                             for key, m in self.resume_states.items()))
         for g in self.groups.values():
             stuck = g.at_chance(self.n_classes)
             if stuck and self.n_classes > 1:
@@ -180,4 +187,4 @@ def _summarize(path: str | Path, check: bool) -> FileSummary:
             run_rows.append(row)
         return FileSummary(path=Path(path), name=f.name, probe_size=f.probe_size,
                            n_classes=f.n_classes, probe_sha256=f.probe_sha256, groups=dict(groups),
-                           diverged=diverged, runs=run_rows)
+                           diverged=diverged, runs=run_rows, resume_states=f.resume_states())
