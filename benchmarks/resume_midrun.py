@@ -100,17 +100,66 @@ def record(cfg: Path, out: Path, *, resume: bool = False, kill_at_cpu: float | N
     return usage.ru_utime + usage.ru_stime, wall, rc
 
 
+def per_checkpoint(work: Path, sizes: list[int], nets: int, probe: int, classes: int,
+                   checkpoints: int = 12) -> tuple[float, float, int]:
+    """CPU seconds of one batch checkpoint's transaction (``nets`` runs' outputs on a probe set
+    of ``probe`` x ``classes``) without and with the resume state of ``nets`` float32 nets of
+    layer ``sizes``, median over ``checkpoints``; and the state's bytes."""
+    import numpy as np
+
+    from trajviz.store import ExperimentWriter
+
+    rng = np.random.default_rng(0)
+    params = {f"weights/{l}": rng.random((nets, a, b), dtype=np.float32)
+              for l, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))}
+    params.update({f"biases/{l}": rng.random((nets, 1, b), dtype=np.float32)
+                   for l, b in enumerate(sizes[1:])})
+    params.update({f"rng/{n}": rng.integers(0, 256, (nets, 5056), dtype=np.uint8)
+                   for n in ("init", "order", "pretrain")})
+    probs = rng.dirichlet(np.ones(classes), size=probe).astype(np.float32)
+    out = {}
+    for state in (False, True):
+        path = work / f"micro-{state}.h5"
+        path.unlink(missing_ok=True)
+        times = []
+        with ExperimentWriter(path, probe_targets=np.zeros(probe, dtype=np.int64), probe_sha="x",
+                              n_classes=classes) as w:
+            runs = [w.start_run(f"r{k}", seed=k, pretrain="none") for k in range(nets)]
+            for t in range(checkpoints):
+                t0 = time.process_time()
+                with w.atomic():
+                    for run in runs:
+                        run.append(t, probs, {"train_nll": 0.5})
+                    if state:
+                        w.write_resume_state("r0", params, {"step": t})
+                times.append(time.process_time() - t0)
+        out[state] = float(np.median(times))
+    return out[False], out[True], sum(a.nbytes for a in params.values())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="full runs per setting (default 3)")
     parser.add_argument("--fraction", type=float, default=0.8,
                         help="kill at this fraction of the full run's CPU time (default 0.8)")
-    parser.add_argument("--n-train", type=int, default=1000, help="training examples (default 1000)")
+    parser.add_argument("--n-train", type=int, default=3000, help="training examples (default 3000)")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--micro-only", action="store_true",
+                        help="only the per-checkpoint cost of the state (seconds)")
     args = parser.parse_args()
     fi = _fi()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="trajviz-resume-"))
     work.mkdir(parents=True, exist_ok=True)
+
+    # 0. one checkpoint's transaction, without and with the state, for two batch sizes: this
+    # run's (4 nets of 1024-100-100-2) and the built-in default experiment's (16 of 1024-200-200-2)
+    for nets, width in ((4, 100), (16, 200)):
+        plain, with_state, nbytes = per_checkpoint(work, [1024, width, width, 2], nets, 200, 2)
+        print(f"one checkpoint of {nets} nets of 1024-{width}-{width}-2 (probe 200 x 2): "
+              f"{plain * 1e3:.1f} ms CPU without the state, {with_state * 1e3:.1f} ms with its "
+              f"{nbytes / 1e6:.2f} MB (median of 12)")
+    if args.micro_only:
+        return 0
     cfgs = {}
     for state in ("on", "off"):
         cfgs[state] = work / f"{state}.toml"
