@@ -314,3 +314,23 @@ def test_atomic_writes_all_of_a_block_or_nothing(tmp_path):
         with ExperimentFile(p) as f:
             n, states = f.run_info("r").n_checkpoints, f.resume_states()
         assert (n, list(states)) in ((0, []), (3, ["b"])), (k, n, states)
+
+
+def test_a_state_of_runs_another_config_plans_is_left_alone(tmp_path, monkeypatch):
+    """trajviz reproduce records each method of a setting with its own config into one file: a
+    record of one method must not drop the resume state of another's interrupted batch."""
+    import dataclasses
+
+    both = _config()
+    only = {m: both.replace(pretrain=dataclasses.replace(both.pretrain, methods=[m]))
+            for m in ("none", "sdae")}
+    path = tmp_path / "shared.h5"
+    _count(monkeypatch, stop_after=2)
+    with pytest.raises(Stop):
+        runner.record_experiment(only["sdae"], path, file_config=both)
+    _count(monkeypatch)
+    runner.record_experiment(only["none"], path, mode="resume", file_config=both)
+    assert list(_resume_keys(path)) == ["sdae-seed0"]
+    calls = _count(monkeypatch)
+    runner.record_experiment(only["sdae"], path, mode="resume", file_config=both)
+    assert calls["writes"] == 18 - 2 and _resume_keys(path) == {}

@@ -309,11 +309,14 @@ def record_experiment(cfg: ExperimentConfig, output: str | Path, *, mode: str = 
                    for chunk in _chunks([s for mm, s in planned_runs(cfg) if mm == m],
                                         cfg.engine.nets_per_batch)
                    if any(run_id(m, s) not in done for s in chunk)]
-        # resume states of batches that are no longer to do (finished, or cut differently
-        # now) are dropped; those of the batches to do are used or replaced by _train_batch
+        # resume states of this config's batches that are no longer to do (finished, or cut
+        # differently now) are dropped; those of the batches to do are used or replaced by
+        # _train_batch. States of runs this config does not plan are left alone: another
+        # config may record into the same file (trajviz reproduce: one per method).
         wanted = {state_key([run_id(m, s) for s in seeds]) for m, seeds in batches}
+        planned = {run_id(m, s) for m, s in planned_runs(cfg)}
         for key in recorder.store.resume_state_keys():
-            if key not in wanted:
+            if key in planned and key not in wanted:
                 log.info("dropping the resume state %r: no batch to do uses it", key)
                 recorder.store.delete_resume_state(key)
         for i, (method, seeds) in enumerate(batches):
