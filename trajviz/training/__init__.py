@@ -8,6 +8,9 @@
   ``rbm+reinit=2``, ...) turned into initial weights;
 - :mod:`~trajviz.training.fast`: the hand-derived, fused SGD steps (``engine.backend = "fast"``);
 - :mod:`~trajviz.training.selection`: the checkpoint chosen by validation error;
+- :mod:`~trajviz.training.resume`: a batch's training state at a checkpoint (parameters, every
+  random stream, position in the example order), kept in the file so ``--resume`` continues
+  mid-run;
 - :mod:`~trajviz.training.runner`: :func:`record_experiment`, a config's nets trained and
   recorded at every checkpoint through :mod:`trajviz.record` (``trajviz record``).
 
