@@ -25,8 +25,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.wheel
-
 #: the built-in experiment at a tiny size: seconds
 TINY_RECORD = ["--set", "seeds=[0]", "--set", "dataset.n_train=100", "--set", "dataset.n_valid=40",
                "--set", "dataset.n_test=40", "--set", "model.width=8", "--set", "pretrain.epochs=1",
@@ -96,21 +94,22 @@ def _deps_folder(dists: list[metadata.Distribution], folder: Path) -> None:
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wheel")
+    # nothing of this environment's paths (PYTHONPATH pointing at a checkout) reaches the new venv
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.update(PYTHONNOUSERSITE="1", OMP_NUM_THREADS="1", MPLBACKEND="Agg")
     wheel = _build_wheel(tmp)
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
     purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             check=True, capture_output=True, text=True).stdout.strip()
+                             check=True, capture_output=True, text=True, env=env).stdout.strip()
     _deps_folder(_required(wheel), tmp / "deps")
     Path(purelib, "_trajviz_test_deps.pth").write_text(str(tmp / "deps") + "\n")
     pip = [sys.executable, "-m", "pip", "--python", str(python)]
-    subprocess.run(pip + ["install", "-q", "--no-deps", "--no-index", str(wheel)], check=True,
-                   capture_output=True, text=True, timeout=300)
-    check = subprocess.run(pip + ["check"], capture_output=True, text=True, timeout=300)
+    subprocess.run(pip + ["install", "-q", "--no-deps", "--no-index", "--force-reinstall", str(wheel)],
+                   check=True, capture_output=True, text=True, timeout=300, env=env)
+    check = subprocess.run(pip + ["check"], capture_output=True, text=True, timeout=300, env=env)
     assert check.returncode == 0, check.stdout + check.stderr
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env.update(PYTHONNOUSERSITE="1", OMP_NUM_THREADS="1", MPLBACKEND="Agg")
     work = tmp / "work"  # an empty folder outside the repository
     work.mkdir()
     return wheel, venv, env, work
@@ -124,6 +123,7 @@ def _run(installed, *args: str, timeout: float = 300) -> subprocess.CompletedPro
     return res
 
 
+@pytest.mark.wheel
 def test_wheel_holds_every_package_file(installed):
     wheel = installed[0]
     with zipfile.ZipFile(wheel) as zf:
@@ -135,6 +135,7 @@ def test_wheel_holds_every_package_file(installed):
     assert "trajviz = trajviz.cli:main" in entry_points
 
 
+@pytest.mark.wheel
 def test_installed_wheel_runs_the_main_job_from_an_empty_folder(installed):
     _, venv, env, work = installed
     from trajviz import __version__
@@ -155,3 +156,31 @@ def test_installed_wheel_runs_the_main_job_from_an_empty_folder(installed):
 
     info = _run(installed, "info", "--runs", "out/results/depth/depth1.h5").stdout
     assert "experiment 'depth-depth1'" in info and "sdae" in info and "nan" not in info
+
+    # an analysis script of the repository, run by the installed trajviz from the same folder
+    script = ROOT / "analysis" / "function_spread.py"
+    res = subprocess.run([str(venv / "bin" / "python"), str(script), "out", "--profile", "tiny",
+                          "-o", "figs", "-q"], capture_output=True, text=True, env=env, cwd=work,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(p.name for p in (work / "figs").iterdir()) == ["function_spread.pdf",
+                                                                  "function_spread.png"]
+
+
+def test_ci_fails_a_test_that_skips_for_a_required_extra(tmp_path):
+    """`make test` sets TRAJVIZ_TEST_EXTRAS: a skip for one of those extras is a failure there."""
+    (tmp_path / "test_probe.py").write_text(
+        "import pytest\n\n\ndef test_probe():\n"
+        "    pytest.importorskip('no_such_module', reason=\"pip install 'trajviz[ray]'\")\n")
+
+    def pytest_with(extras: str) -> subprocess.CompletedProcess:
+        env = dict(os.environ, TRAJVIZ_TEST_EXTRAS=extras,
+                   PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]))
+        return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "conftest", "-p", "no:cacheprovider",
+                               str(tmp_path / "test_probe.py")], capture_output=True, text=True,
+                              env=env, cwd=tmp_path, timeout=120)
+
+    assert pytest_with("").returncode == 0  # outside CI: a plain skip
+    assert pytest_with("test").returncode == 0
+    res = pytest_with("test,ray")
+    assert res.returncode == 1 and "missing extra" in res.stdout
