@@ -157,14 +157,17 @@ def test_installed_wheel_runs_the_main_job_from_an_empty_folder(installed):
     info = _run(installed, "info", "--runs", "out/results/depth/depth1.h5").stdout
     assert "experiment 'depth-depth1'" in info and "sdae" in info and "nan" not in info
 
-    # an analysis script of the repository, run by the installed trajviz from the same folder
-    script = ROOT / "analysis" / "function_spread.py"
+    # F5's analysis script of the repository, run by the installed trajviz from the same folder
+    from trajviz.reproduce.figures import FIGURES
+
+    name = next(f.name for f in FIGURES if "F5" in f.findings)
+    script = ROOT / "analysis" / f"{name}.py"
     res = subprocess.run([str(venv / "bin" / "python"), str(script), "out", "--profile", "tiny",
                           "-o", "figs", "-q"], capture_output=True, text=True, env=env, cwd=work,
                          timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert sorted(p.name for p in (work / "figs").iterdir()) == ["function_spread.pdf",
-                                                                  "function_spread.png"]
+    figures = list((work / "figs").iterdir())
+    assert figures and all(p.name.startswith(name) and p.stat().st_size > 1000 for p in figures)
 
 
 def test_ci_fails_a_test_that_skips_for_a_required_extra(tmp_path):
