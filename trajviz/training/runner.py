@@ -433,6 +433,11 @@ def _train_batch(cfg: ExperimentConfig, method: str, seeds: list[int], sizes: li
                                   **{name: float(v[k]) for name, v in metrics.items()}))
         best.update(step, epoch, metrics, nets=alive)
         n_checkpoints += 1
+        if keep_state:
+            # at most one state waits for the writer thread: a state is a batch's parameters
+            # (hundreds of MB at the studies' sizes); this waits only if the previous
+            # checkpoint's writes are still not done after a whole interval of training
+            writer.flush()
         state = (capture(net, streams, position, alive, best, n_checkpoints, ids, engine)
                  if keep_state else None)
         writer.submit(_write_together, store, writes, key, state)
