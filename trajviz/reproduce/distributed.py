@@ -208,11 +208,21 @@ def run_missing_ray(studies: Iterable[Study], results_dir: str | Path, address: 
     trained = [(st, s) for st in studies for s in st.settings if s.source is None]
     fates: dict[str, str] = {}
     t0 = time.perf_counter()
-    ray, started = _connect_ray(address, workers)  # one instance for both rounds
+    scratch = results_dir / SHARDS / "select"
+    ray = None  # started only when there is a task: a finished reproduction analyses at once
     try:
-        # round 1: model selection
-        selection = [job for st, s in trained for job in _selection_jobs(st, s, results_dir)]
-        scratch = results_dir / SHARDS / "select"
+        # round 1: model selection (selection runs an interrupted round left in the scratch
+        # folder are moved into place first, not redone)
+        selection = []
+        for key, cfg, path in (j for st, s in trained for j in _selection_jobs(st, s, results_dir)):
+            if (scratch / f"{key}.h5").exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                (scratch / f"{key}.h5").replace(path)
+                fates[key] = "skipped"
+                continue
+            selection.append((key, cfg, path))
+        if selection:
+            ray, started = _connect_ray(address, workers)  # one instance for both rounds
         fates.update(_run_jobs([(k, c) for k, c, _ in selection], scratch, task, address,
                                workers, retries, progress, "model-selection"))
         for key, _, path in selection:
@@ -230,10 +240,12 @@ def run_missing_ray(studies: Iterable[Study], results_dir: str | Path, address: 
             todo, skipped = _chunk_jobs(st, s, results_dir, chunk, progress)
             jobs += todo
             fates.update({k: "skipped" for k in skipped})
+        if jobs and ray is None:
+            ray, started = _connect_ray(address, workers)
         fates.update(_run_jobs(jobs, results_dir / SHARDS, task, address, workers, retries,
                                progress, "training"))
     finally:
-        if started:
+        if ray is not None and started:
             ray.shutdown()
     for _, s in trained:
         merge_shards(s, results_dir)
