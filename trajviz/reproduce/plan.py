@@ -6,11 +6,15 @@ missing -- runs, and for the nets that will train (a batch with any missing run 
 layer-epochs -- from the study files and the result files already on disk. Nothing trains.
 
 The time estimate multiplies these counts by unit costs measured on this machine in a short
-calibration (:func:`calibrate`): a few fused SGD steps (:mod:`trajviz.training.fast`) of each net
-shape, minibatch and batch of nets the plan contains, a few SDAE layer updates, and the forward
-passes of the per-epoch evaluation. It is a lower bound of the same kind as a benchmark: HDF5
-writes, data loading and the landscape scans of F9 are left out (on the quick profile they add
-about a tenth). Units: seconds of one process at the torch thread count it runs with.
+calibration (:class:`Calibration`): a few fused SGD steps (:mod:`trajviz.training.fast`) of each
+net shape, minibatch and batch of nets the plan contains, a few SDAE layer updates, and the
+forward passes of the per-epoch evaluation. It is a lower bound of the same kind as a benchmark:
+the training loop's own Python work, HDF5 writes, data loading and the landscape scans of F9 are
+left out. Measured against it: the quick profile's depth study (F5, with its model selection)
+was estimated at 168 CPU seconds and took 269; the small nets there make the per-step overhead
+count most, the large nets of the medium and full profiles less. Units: on a CPU, CPU seconds of
+one process at the torch thread count it runs with (CPU time, not wall time, so that a busy
+machine does not inflate the calibration); on a GPU, wall seconds.
 """
 
 from __future__ import annotations
