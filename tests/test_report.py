@@ -122,3 +122,19 @@ def test_readme_table_states_what_findings_json_holds(tmp_path, capsys):
     assert main(["report", "readme-table", str(path), "-o", str(out), "-q"]) == 0
     assert out.read_text() == table
     assert main(["report", "readme-table", str(path), "-o", str(out), "-q"]) == 1  # no overwrite
+
+
+def test_readme_table_matches_the_committed_quick_run():
+    """README's findings table is the one `trajviz report readme-table` writes from the quick
+    run's findings.json committed as docs/findings-quick.json (never typed by hand)."""
+    from pathlib import Path
+
+    from trajviz.reproduce.report import README_END, readme_table
+
+    root = Path(__file__).resolve().parents[1]
+    data = json.loads((root / "docs" / "findings-quick.json").read_text())
+    assert data["profile"] == "quick"
+    readme = (root / "README.md").read_text()
+    start = readme.index("<!-- findings-table:")
+    block = readme[readme.index("\n", start) + 1:readme.index(README_END)]
+    assert block == readme_table(data)
