@@ -252,3 +252,38 @@ def test_block_bootstrap_draws_each_seed_in_every_cell_and_allows_missing_runs()
         bootstrap_interval(stat, cells, blocks={"a": [0, 0, 1], "b": [0, 2]})
     with pytest.raises(ConfigError, match="no block labels"):
         bootstrap_interval(stat, cells, blocks={"a": [0, 1, 2]})
+
+
+# --------------------------------------------------------------------------- contrasts (F4, F6, F9)
+
+
+def _curvatures(ratio: float, n: int = 10, seed: int = 0) -> dict[str, np.ndarray]:
+    """Per-run curvatures, log-normal around 1 (sdae) and ``ratio`` (none): F9's cells."""
+    rng = np.random.default_rng(seed)
+    return {"none": ratio * np.exp(0.3 * rng.normal(size=n)),
+            "sdae": np.exp(0.3 * rng.normal(size=n))}
+
+
+def test_log_mean_contrast_finds_a_planted_flatter_group_and_no_effect_in_a_null():
+    from trajviz.reproduce.statistics import log_mean_contrast
+
+    stat = log_mean_contrast({"none": 1.0, "sdae": -1.0})
+    cells = _curvatures(3.0)
+    value, lo, hi, _ = bootstrap(stat, cells, n_boot=500, seed=0)
+    assert value == pytest.approx(np.log(cells["none"].mean() / cells["sdae"].mean()))
+    assert lo <= value <= hi and lo > np.log(2.0) and hi < np.log(4.5)  # covers log 3
+    covered = 0
+    for seed in range(12):  # null: the same distribution in both cells
+        value, lo, hi, _ = bootstrap(stat, _curvatures(1.0, seed=seed), n_boot=300, seed=seed)
+        assert lo <= value <= hi
+        covered += lo <= 0.0 <= hi
+    assert covered >= 9
+
+
+def test_contrasts_are_undefined_for_empty_cells_and_non_positive_summaries():
+    from trajviz.reproduce.statistics import log_mean_contrast, log_median_contrast, median_contrast
+
+    assert np.isnan(log_mean_contrast({"a": 1.0})({"a": np.array([])}))
+    assert np.isnan(log_median_contrast({"a": 1.0})({"a": np.array([0.0, -1.0, 0.0])}))
+    assert median_contrast({"a": 1.0, "b": -1.0})({"a": np.array([1.0, 3.0]),
+                                                   "b": np.array([-2.0])}) == 4.0

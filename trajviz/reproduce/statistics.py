@@ -262,8 +262,10 @@ def verdict(lo: float, hi: float, delta: float) -> str:
 # --------------------------------------------------------------------------- statistics
 
 
-def median_contrast(weights: Mapping[str, float]) -> Callable[[Cells], float]:
-    """sum_k weights[k] * median(cells[k]): a linear contrast of cell medians."""
+def _contrast(weights: Mapping[str, float], summary: Callable[[np.ndarray], float],
+              log: bool) -> Callable[[Cells], float]:
+    """sum_k weights[k] * f(summary(cells[k])), f the identity or log; NaN if a cell is empty or
+    (with log) a summary is not positive."""
 
     def stat(cells: Cells) -> float:
         total = 0.0
@@ -271,10 +273,20 @@ def median_contrast(weights: Mapping[str, float]) -> Callable[[Cells], float]:
             v = cells[k]
             if len(v) == 0:
                 return math.nan
-            total += w * float(np.median(v))
+            m = float(summary(v))
+            if log:
+                if not m > 0:
+                    return math.nan
+                m = math.log(m)
+            total += w * m
         return total
 
     return stat
+
+
+def median_contrast(weights: Mapping[str, float]) -> Callable[[Cells], float]:
+    """sum_k weights[k] * median(cells[k]): a linear contrast of cell medians."""
+    return _contrast(weights, np.median, log=False)
 
 
 def log_sd_ratio(pairs: Sequence[tuple[str, str]], resolution: float = 0.0) -> Callable[[Cells], float]:
@@ -445,35 +457,9 @@ def log_iqr_ratio(pairs: Sequence[tuple[str, str]], resolution: float = 0.0) -> 
 def log_median_contrast(weights: Mapping[str, float]) -> Callable[[Cells], float]:
     """sum_k weights[k] * log(median(cells[k])): a contrast of log medians, i.e. of relative
     differences (log error ratios; F4, F6). Undefined (NaN) if a median is not positive."""
-
-    def stat(cells: Cells) -> float:
-        total = 0.0
-        for k, w in weights.items():
-            v = cells[k]
-            if len(v) == 0:
-                return math.nan
-            m = float(np.median(v))
-            if not m > 0:
-                return math.nan
-            total += w * math.log(m)
-        return total
-
-    return stat
+    return _contrast(weights, np.median, log=True)
 
 
 def log_mean_contrast(weights: Mapping[str, float]) -> Callable[[Cells], float]:
     """sum_k weights[k] * log(mean(cells[k])) for positive per-run values (F9's curvatures)."""
-
-    def stat(cells: Cells) -> float:
-        total = 0.0
-        for k, w in weights.items():
-            v = cells[k]
-            if len(v) == 0:
-                return math.nan
-            m = float(np.mean(v))
-            if not m > 0:
-                return math.nan
-            total += w * math.log(m)
-        return total
-
-    return stat
+    return _contrast(weights, np.mean, log=True)
