@@ -214,6 +214,15 @@ def _row_interval(results: Any, weights: dict[tuple[str, str], float], seed: int
 # --------------------------------------------------------------------------- F1-F10
 
 
+def _by_depth(r: Any, methods: tuple[str, ...]) -> tuple[dict[str, Any], list[str]]:
+    """The study's settings by depth and in order of depth, each checked to hold ``methods``."""
+    depth = _by_value(r, "model.depth")
+    order = sorted(depth, key=depth.get)
+    for s in order:
+        _need(r, s, methods)
+    return depth, order
+
+
 def _depth_two_and_deepest(r: Any) -> tuple[dict[str, Any], str, str]:
     """The depth study's settings by depth, its 2-layer setting and its deepest (F1)."""
     depth = _by_value(r, "model.depth")
@@ -253,11 +262,9 @@ def _f1b(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingR
 
 def _f2(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingResult:
     r = res["depth"]
-    depth = _by_value(r, "model.depth")
-    order = sorted(depth, key=depth.get)
+    depth, order = _by_depth(r, (NONE, SDAE))
     keys, pairs = {}, []
     for s in order:
-        _need(r, s, (NONE, SDAE))
         keys[f"none@{s}"], keys[f"sdae@{s}"] = (s, NONE), (s, SDAE)
         pairs.append((f"none@{s}", f"sdae@{s}"))
     cells = {k: r.errors(s, m) for k, (s, m) in keys.items()}
@@ -302,11 +309,9 @@ def run_curves(runs: Sequence[Any]) -> np.ndarray:
 
 def _f3(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingResult:
     r = res["depth"]
-    depth = _by_value(r, "model.depth")
-    order = sorted(depth, key=depth.get)
+    depth, order = _by_depth(r, (NONE, SDAE))
     cells, pairs, details = {}, [], []
     for s in order:
-        _need(r, s, (NONE, SDAE))
         cn, cp = run_curves(r.select(s, NONE)), run_curves(r.select(s, SDAE))
         grid = same_cost_grid([cn, cp])
         if len(grid) == 0:
@@ -354,11 +359,9 @@ def _f4(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingRe
 
 def _f5(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingResult:
     r = res["depth"]
-    depth = _by_value(r, "model.depth")
-    order = sorted(depth, key=depth.get)
+    depth, order = _by_depth(r, (NONE, SDAE))
     cells, pairs, details = {}, [], []
     for s in order:
-        _need(r, s, (NONE, SDAE))
         a, b = r.final_outputs(s, NONE), r.final_outputs(s, SDAE)
         cells[f"none@{s}"], cells[f"sdae@{s}"] = a, b
         pairs.append((f"none@{s}", f"sdae@{s}"))
@@ -428,11 +431,9 @@ def _f6(part: str) -> Callable[..., FindingResult]:
 
 def _f7(f: Finding, res: Mapping[str, Any], seed: int, n_boot: int) -> FindingResult:
     r = res["hist"]
-    depth = _by_value(r, "model.depth")
-    order = sorted(depth, key=depth.get)
+    depth, order = _by_depth(r, (NONE, HIST, SDAE))
     weights: dict[tuple[str, str], float] = {}
     for s in order:
-        _need(r, s, (NONE, HIST, SDAE))
         weights[(s, HIST)] = 1.0 / len(order)
         weights[(s, SDAE)] = -1.0 / len(order)
     out = _pp_finding(f, r, weights, seed, n_boot)
